@@ -1,0 +1,46 @@
+"""The one typed error hierarchy every connector raises.
+
+Each provider module translates its library's and HTTP errors into these in one place, so the
+engine decides retry / repair / give-up without knowing which provider it talks to.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Base of everything a connector raises on purpose."""
+
+
+class NotFound(ConnectorError):
+    """The resource (event or calendar) does not exist (HTTP 404/410)."""
+
+
+class AlreadyExists(ConnectorError):
+    """A create found something already at that name (412 on If-None-Match, 409 duplicate)."""
+
+
+class PreconditionFailed(ConnectorError):
+    """The ETag given with If-Match is stale: someone changed the resource since we saw it."""
+
+
+class Transient(ConnectorError):
+    """Worth retrying: timeout, connection reset, 5xx, 429, rate-limit 403.
+
+    ``retry_after`` carries the server's Retry-After hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthFailed(ConnectorError):
+    """Credentials refused or revoked: needs a person, retrying will not help."""
+
+
+class InvalidSyncToken(ConnectorError):
+    """The server no longer accepts our sync token; a full listing is needed."""
+
+
+class ProtocolError(ConnectorError):
+    """The server answered something we cannot interpret (permanent, not retried)."""

@@ -1,0 +1,69 @@
+"""Wiring: one object that holds the configured database, secrets and connectors, shared by the
+daemon, the CLI and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.caldav import CalDAVConnector, CalDAVSettings
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy.orm import Session, sessionmaker
+
+from connectors.base import Connector
+from syncd import retry
+from syncd.clock import Clock, utc_now
+from syncd.config import Config
+from syncd.engine import Engine
+from syncd.ingest import Ingestor
+from syncd.secrets import SecretBox, load_or_create_key
+from syncd.store import database
+from syncd.store.tables import ConnectionRow
+
+
+class UnknownProvider(Exception):
+    pass
+
+
+@dataclass
+class App:
+    config: Config
+    db: DbEngine
+    sessions: sessionmaker[Session]
+    box: SecretBox
+    clock: Clock = utc_now
+
+    @classmethod
+    def open(cls, config: Config, *, migrate: bool = True, clock: Clock = utc_now) -> App:
+        config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        db = database.make_engine(config.database_url)
+        if migrate:
+            database.upgrade(db)
+        box = SecretBox(load_or_create_key(config.key_file))
+        return cls(config, db, database.session_factory(db), box, clock)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def connector_for(self, row: ConnectionRow) -> Connector:
+        if row.provider == "caldav":
+            c = self.config.caldav
+            return CalDAVConnector(
+                CalDAVSettings(
+                    url=row.url,
+                    username=row.username,
+                    password=self.box.open(row.secret),
+                    calendar_url=row.calendar_url,
+                    calendar_name=c.calendar_name,
+                    calendar_id=c.calendar_id,
+                    timeout=c.timeout,
+                )
+            )
+        raise UnknownProvider(f"connection {row.id}: unknown provider {row.provider!r}")
+
+    def engine(self) -> Engine:
+        s = self.config.sync
+        policy = retry.RetryPolicy(s.retry_attempts, s.retry_base, s.retry_cap)
+        return Engine(self.sessions, self.connector_for, clock=self.clock, policy=policy)
+
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.sessions, self.clock)

@@ -1,0 +1,336 @@
+"""The ``syncd`` command line. Errors print one line and exit non-zero; never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from syncd import config as config_mod
+from syncd.app import App
+from syncd.logs import setup_logging
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(click.ClickException):
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+
+
+class Group(click.Group):
+    """Turns every expected failure into one line; unexpected ones too, with a pointer to logs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from connectors.errors import ConnectorError
+        from syncd.config import ConfigError
+        from syncd.operations import OperationError
+        from syncd.secrets import SecretError
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (ConfigError, OperationError, SecretError, ConnectorError) as exc:
+            raise CliError(str(exc)) from None
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise CliError(f"{type(exc).__name__}: {exc} (run with --debug for details)") from None
+
+
+def _config(ctx: click.Context) -> config_mod.Config:
+    cfg: config_mod.Config = ctx.obj["config"]
+    return cfg
+
+
+def _app(ctx: click.Context) -> App:
+    if "app" not in ctx.obj:
+        ctx.obj["app"] = App.open(_config(ctx))
+        ctx.call_on_close(ctx.obj["app"].close)
+    app: App = ctx.obj["app"]
+    return app
+
+
+@click.group(cls=Group)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="SYNCD_CONFIG",
+    help="TOML configuration file (also $SYNCD_CONFIG). Without it, embedded defaults.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(package_name="syncd")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
+    """syncd mirrors a therapy booking platform into therapists' calendars."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    try:
+        cfg = config_mod.load(config_path)
+    except config_mod.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    ctx.obj["config"] = cfg
+    setup_logging("DEBUG" if debug else cfg.logging.level)
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    from syncd.daemon import Daemon
+
+    app = _app(ctx)
+    daemon = Daemon(app)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stop)
+        await daemon.serve()
+
+    asyncio.run(serve())
+
+
+@main.command()
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep the demo's database and calendars here (default: a temporary folder).",
+)
+@click.pass_context
+def demo(ctx: click.Context, state_dir: Path | None) -> None:
+    """Start syncd with an embedded Radicale and sample data; subscribe and watch."""
+    from syncd.demo import run_demo
+
+    run_demo(state_dir, console)
+
+
+@main.command()
+@click.argument("file", type=click.File("rb"))
+@click.pass_context
+def ingest(ctx: click.Context, file: Any) -> None:
+    """Apply platform events from FILE (JSON lines; - for stdin)."""
+    app = _app(ctx)
+    ingestor = app.ingestor()
+    counts: dict[str, int] = {}
+    refused = 0
+    for lineno, line in enumerate(file, start=1):
+        if not line.strip():
+            continue
+        outcome = ingestor.ingest(line)
+        counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
+        if not outcome.ok:
+            refused += 1
+            err_console.print(
+                f"line {lineno}: event {outcome.event_id or '?'} refused: {outcome.error}",
+                highlight=False,
+                markup=False,
+            )
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no events"
+    console.print(summary, highlight=False)
+    if refused:
+        sys.exit(1)
+
+
+@main.group()
+def connect() -> None:
+    """Connect a therapist's calendar account."""
+
+
+@connect.command("caldav")
+@click.argument("therapist")
+@click.option("--url", required=True, help="CalDAV server URL (the account's root or principal).")
+@click.option("--username", required=True)
+@click.option(
+    "--password-file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the (app) password; never pass secrets on the command line.",
+)
+@click.option(
+    "--calendar",
+    "calendar_url",
+    default=None,
+    help="Use this existing calendar instead of creating a dedicated one.",
+)
+@click.pass_context
+def connect_caldav(
+    ctx: click.Context,
+    therapist: str,
+    url: str,
+    username: str,
+    password_file: Path,
+    calendar_url: str | None,
+) -> None:
+    """Connect THERAPIST to a CalDAV account (checked before it is stored)."""
+    from syncd import operations
+    from syncd.secrets import read_secret_file
+
+    app = _app(ctx)
+    password = read_secret_file(password_file)
+    cid = operations.connect_caldav(
+        app, therapist, url=url, username=username, password=password, calendar_url=calendar_url
+    )
+    console.print(f"connected {therapist} to {url} (connection {cid}); a full sync is queued")
+
+
+@main.command()
+@click.argument("therapists", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every therapist.")
+@click.option("--full", is_flag=True, help="List the whole calendar instead of using sync tokens.")
+@click.option("--dry-run", is_flag=True, help="Print the planned changes; change nothing.")
+@click.pass_context
+def resync(
+    ctx: click.Context, therapists: tuple[str, ...], all_: bool, full: bool, dry_run: bool
+) -> None:
+    """Sync THERAPISTS (or --all) now."""
+    from syncd import operations
+
+    if not therapists and not all_:
+        raise CliError("name one or more therapists, or --all")
+    app = _app(ctx)
+    ids = operations.all_therapist_ids(app) if all_ else list(therapists)
+    failed = 0
+    with _progress(len(ids), "dry run" if dry_run else "resync") as advance:
+
+        def show(result: operations.ResyncResult) -> None:
+            nonlocal failed
+            advance()
+            if result.busy:
+                console.print(f"{result.therapist_id}: busy (a pass is running); skipped")
+                return
+            report = result.report
+            assert report is not None
+            if not report.connections:
+                console.print(f"{result.therapist_id}: no calendar connected")
+            for c in report.connections:
+                head = f"{result.therapist_id} / connection {c.connection_id}"
+                if c.error:
+                    failed += 1
+                    console.print(f"[red]{head}: {c.error}[/]", highlight=False)
+                    continue
+                verb = "would apply" if dry_run else "applied"
+                console.print(f"{head}: {verb} {len(c.actions)} change(s)", highlight=False)
+                if dry_run:
+                    for a in c.actions:
+                        console.print("   " + a.describe(), highlight=False, markup=False)
+
+        operations.resync(app, ids, full=full, dry_run=dry_run, progress=show)
+    if failed:
+        sys.exit(1)
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Any]:
+    if total <= 1 or not console.is_terminal:
+        yield lambda: None
+        return
+    with Progress(
+        TextColumn(f"{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda: progress.advance(task)
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "never"
+    secs = int((now - when).total_seconds())
+    if secs < 0:
+        return f"in {-secs}s"
+    if secs < 120:
+        return f"{secs}s ago"
+    if secs < 7200:
+        return f"{secs // 60}m ago"
+    return f"{secs // 3600}h ago"
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """A table of every therapist and connection."""
+    from syncd import operations
+
+    app = _app(ctx)
+    rows = operations.status(app)
+    now = app.clock()
+    table = Table(title="syncd status")
+    for col in (
+        "therapist",
+        "conn",
+        "provider",
+        "state",
+        "entries",
+        "last success",
+        "next pass",
+        "failures",
+        "drift repaired",
+        "last error",
+    ):
+        table.add_column(col)
+    colours = {"ok": "green", "error": "red", "auth_failed": "red", "new": "yellow"}
+    for r in rows:
+        colour = colours.get(r.state, "white")
+        table.add_row(
+            r.therapist_id,
+            str(r.connection_id or "-"),
+            r.provider or "-",
+            f"[{colour}]{r.state}[/]",
+            str(r.entries),
+            _ago(r.last_success_at, now),
+            _ago(r.due_at, now) if r.due_at else "-",
+            str(r.failures),
+            str(r.drift),
+            (r.last_error or "")[:60],
+        )
+    console.print(table)
+    if not rows:
+        console.print("no therapists yet: ingest some events (syncd ingest FILE)")
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Apply all database migrations (also done on every start)."""
+    from syncd.store import database
+
+    cfg = _config(ctx)
+    engine = database.make_engine(cfg.database_url)
+    try:
+        database.upgrade(engine)
+    finally:
+        engine.dispose()
+    console.print(f"database at {engine.url.render_as_string()} is up to date")
+
+
+@main.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration and print the effective values."""
+    cfg = _config(ctx)
+    console.print_json(cfg.model_dump_json())
+    console.print("configuration is valid")

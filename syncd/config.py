@@ -1,0 +1,115 @@
+"""Configuration: one TOML file, every option with a default, each overridable by an
+environment variable ``SYNCD_<SECTION>_<OPTION>`` (e.g. ``SYNCD_DATABASE_URL``).
+
+Secrets never live here: the file only names the files they are read from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(Exception):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets this; elsewhere follow the XDG convention.
+    if sd := os.environ.get("STATE_DIRECTORY"):
+        return Path(sd.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "syncd"
+
+
+class DaemonConfig(_Section):
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    workers: int = Field(4, ge=1, le=64)
+    poll_interval: float = Field(0.2, gt=0, le=10)
+    lease_seconds: float = Field(300, ge=10)
+    shutdown_timeout: float = Field(30, ge=0)
+
+
+class DatabaseConfig(_Section):
+    url: str = ""  # empty: SQLite at <state_dir>/syncd.db
+
+
+class SyncConfig(_Section):
+    interval: float = Field(60, ge=1)
+    retry_attempts: int = Field(4, ge=1, le=20)
+    retry_base: float = Field(0.5, gt=0)
+    retry_cap: float = Field(30, gt=0)
+    failure_backoff_cap: float = Field(900, ge=1)
+
+
+class CalDAVConfig(_Section):
+    timeout: float = Field(15, gt=0, le=300)
+    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_id: str = "syncd"
+
+
+class SecurityConfig(_Section):
+    key_file: Path | None = None  # empty: <state_dir>/secret.key
+
+
+class LoggingConfig(_Section):
+    level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+
+class Config(_Section):
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    caldav: CalDAVConfig = Field(default_factory=CalDAVConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.daemon.state_dir / 'syncd.db'}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.security.key_file or self.daemon.state_dir / "secret.key"
+
+
+def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for section, model in Config.model_fields.items():
+        sub = model.annotation
+        assert isinstance(sub, type) and issubclass(sub, BaseModel)
+        for option in sub.model_fields:
+            value = env.get(f"SYNCD_{section}_{option}".upper())
+            if value is not None:
+                out.setdefault(section, {})[option] = value
+    return out
+
+
+def load(path: Path | None, env: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (None: defaults only), then apply environment overrides."""
+    env = dict(os.environ) if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for section, values in _env_overrides(env).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        origin = f"{path}" if path else "environment"
+        raise ConfigError(f"{origin}: [{where}] {err['msg']}") from None

@@ -1,0 +1,135 @@
+"""The long-running service: wakes up, claims due therapists from the database, runs their passes
+on a bounded thread pool, and reschedules them.
+
+APScheduler only decides *when to look*; what is due lives in the ``sync_queue`` table, so a
+restart (or another replica) finds overdue work at once and nothing durable is lost with the
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from syncd.app import App
+from syncd.engine import PassReport
+from syncd.store import queue
+
+log = logging.getLogger(__name__)
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    def __init__(self, app: App, *, owner: str | None = None) -> None:
+        self.app = app
+        self.owner = owner or replica_id()
+        self._engine = app.engine()
+        cfg = app.config.daemon
+        self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="pass")
+        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.passes = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due work now (called after an in-process change)."""
+        self._wake.set()
+
+    async def serve(self) -> None:
+        cfg = self.app.config.daemon
+        loop = asyncio.get_running_loop()
+        scheduler = AsyncIOScheduler(event_loop=loop)
+        scheduler.add_job(
+            self.wake,
+            "interval",
+            seconds=cfg.poll_interval,
+            id="poll",
+            coalesce=True,
+            max_instances=1,
+        )
+        scheduler.start()
+        log.info(
+            "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
+        )
+        try:
+            while not self._stop.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                if self._stop.is_set():
+                    break
+                await self._dispatch()
+        finally:
+            scheduler.shutdown(wait=False)
+            await self._drain(cfg.shutdown_timeout)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            log.info("syncd stopped after %d passes", self.passes)
+
+    async def _dispatch(self) -> None:
+        cfg = self.app.config.daemon
+        free = cfg.workers - len(self._in_flight)
+        if free <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        claims = await loop.run_in_executor(None, self._claim, free)
+        for claim in claims:
+            fut = loop.run_in_executor(self._pool, self._run, claim)
+            self._in_flight[claim.therapist_id] = fut
+            fut.add_done_callback(functools.partial(self._done, claim.therapist_id))
+
+    def _done(self, therapist_id: str, _future: asyncio.Future[None]) -> None:
+        self._in_flight.pop(therapist_id, None)
+        self.passes += 1
+        self._wake.set()  # a slot freed up: more work may be waiting
+
+    def _claim(self, limit: int) -> list[queue.Claim]:
+        lease = timedelta(seconds=self.app.config.daemon.lease_seconds)
+        with self.app.sessions() as s:
+            return queue.claim_due(
+                s, self.owner, self.app.clock(), lease, limit, skip=set(self._in_flight)
+            )
+
+    def _run(self, claim: queue.Claim) -> None:
+        started = self.app.clock()
+        sync = self.app.config.sync
+        report: PassReport | None = None
+        try:
+            report = self._engine.run_pass(claim.therapist_id, full=claim.full)
+        except Exception:
+            # A bug must not take the daemon down; the pass is retried with backoff.
+            log.exception("pass for therapist %s crashed", claim.therapist_id)
+        failed = report is None or report.failed
+        if failed:
+            delay = min(sync.failure_backoff_cap, 5.0 * 2**claim.attempts)
+        else:
+            delay = sync.interval
+        next_at = (
+            None if report is not None and report.missing else started + timedelta(seconds=delay)
+        )
+        with self.app.sessions() as s:
+            queue.release(
+                s, claim.therapist_id, self.owner, started=started, next_at=next_at, failed=failed
+            )
+
+    async def _drain(self, timeout: float) -> None:
+        pending = list(self._in_flight.values())
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d running passes", timeout, len(pending))
+        _done, still = await asyncio.wait(pending, timeout=timeout)
+        if still:
+            log.warning("%d passes still running at shutdown; their leases will expire", len(still))

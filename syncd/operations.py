@@ -1,0 +1,170 @@
+"""Admin operations shared by the CLI (and later the HTTP API): connect, resync, status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+
+from connectors.errors import ConnectorError
+from syncd.app import App
+from syncd.daemon import replica_id
+from syncd.engine import PassReport
+from syncd.store import queue, repo
+from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, SyncQueueRow, TherapistRow
+
+log = logging.getLogger(__name__)
+
+
+class OperationError(Exception):
+    """A refused admin operation; the message is the one line shown to the admin."""
+
+
+def connect_caldav(
+    app: App,
+    therapist_id: str,
+    *,
+    url: str,
+    username: str,
+    password: str,
+    calendar_url: str | None = None,
+    verify: bool = True,
+) -> int:
+    """Store a CalDAV connection (password encrypted) after checking that it works."""
+    now = app.clock()
+    with app.sessions() as s:
+        if s.get(TherapistRow, therapist_id) is None:
+            raise OperationError(f"unknown therapist {therapist_id!r}")
+    row = ConnectionRow(
+        therapist_id=therapist_id,
+        provider="caldav",
+        url=url,
+        username=username,
+        secret=app.box.seal(password),
+        calendar_url=calendar_url,
+        state="new",
+        failures=0,
+        created_at=now,
+    )
+    if verify:
+        connector = app.connector_for(row)
+        try:
+            row.calendar_url = connector.ensure_calendar()
+        except ConnectorError as exc:
+            raise OperationError(f"cannot use the CalDAV account at {url}: {exc}") from None
+        finally:
+            connector.close()
+    with app.sessions.begin() as s:
+        s.add(row)
+        s.flush()
+        queue.mark_due(s, therapist_id, now, full=True)
+        return row.id
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncResult:
+    therapist_id: str
+    report: PassReport | None
+    busy: bool = False
+
+
+def resync(
+    app: App,
+    therapist_ids: Iterable[str],
+    *,
+    full: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[ResyncResult], None] | None = None,
+) -> list[ResyncResult]:
+    """Run passes now, each under the therapist's lease so a running daemon never overlaps."""
+    engine = app.engine()
+    owner = f"resync:{replica_id()}"
+    lease = timedelta(seconds=app.config.daemon.lease_seconds)
+    results = []
+    for tid in therapist_ids:
+        with app.sessions() as s:
+            if s.get(TherapistRow, tid) is None:
+                raise OperationError(f"unknown therapist {tid!r}")
+            got = queue.acquire(s, tid, owner, app.clock(), lease)
+        if not got:
+            result = ResyncResult(tid, None, busy=True)
+        else:
+            started = app.clock()
+            try:
+                report = engine.run_pass(tid, full=full, dry_run=dry_run)
+            finally:
+                with app.sessions() as s:
+                    queue.release(
+                        s,
+                        tid,
+                        owner,
+                        started=started,
+                        next_at=started + timedelta(seconds=app.config.sync.interval),
+                        failed=False,
+                    )
+            result = ResyncResult(tid, report)
+        results.append(result)
+        if progress:
+            progress(result)
+    return results
+
+
+def all_therapist_ids(app: App) -> list[str]:
+    with app.sessions() as s:
+        return repo.therapist_ids(s)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    therapist_id: str
+    connection_id: int | None
+    provider: str | None
+    state: str
+    entries: int
+    last_success_at: datetime | None
+    due_at: datetime | None
+    failures: int
+    drift: int
+    last_error: str | None
+
+
+def status(app: App) -> list[StatusRow]:
+    rows: list[StatusRow] = []
+    with app.sessions() as s:
+        therapists = s.scalars(select(TherapistRow).order_by(TherapistRow.id)).all()
+        due = {q.therapist_id: q.due_at for q in s.scalars(select(SyncQueueRow)).all()}
+        counts = dict(
+            s.execute(
+                select(MirrorRow.connection_id, func.count()).group_by(MirrorRow.connection_id)
+            ).all()
+        )
+        drifts = dict(
+            s.execute(
+                select(DriftRow.connection_id, func.count()).group_by(DriftRow.connection_id)
+            ).all()
+        )
+        for t in therapists:
+            conns = repo.connections(s, t.id)
+            if not conns:
+                rows.append(
+                    StatusRow(t.id, None, None, "not connected", 0, None, due.get(t.id), 0, 0, None)
+                )
+            for c in conns:
+                rows.append(
+                    StatusRow(
+                        t.id,
+                        c.id,
+                        c.provider,
+                        c.state,
+                        counts.get(c.id, 0),
+                        c.last_success_at,
+                        due.get(t.id),
+                        c.failures,
+                        drifts.get(c.id, 0),
+                        c.last_error,
+                    )
+                )
+    return rows

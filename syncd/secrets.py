@@ -1,0 +1,71 @@
+"""Secrets at rest: connection passwords are encrypted with a Fernet key that lives outside the
+database (a file, an environment variable or a systemd credential)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+log = logging.getLogger(__name__)
+
+KEY_ENV = "SYNCD_SECRET_KEY"
+CREDENTIAL_NAME = "syncd-secret-key"
+
+
+class SecretError(Exception):
+    pass
+
+
+def load_or_create_key(key_file: Path) -> bytes:
+    """The key from $SYNCD_SECRET_KEY, a systemd credential, or ``key_file`` (created if absent)."""
+    if env := os.environ.get(KEY_ENV):
+        return env.strip().encode()
+    if creds := os.environ.get("CREDENTIALS_DIRECTORY"):
+        cred = Path(creds) / CREDENTIAL_NAME
+        if cred.exists():
+            return cred.read_bytes().strip()
+    if key_file.exists():
+        return key_file.read_bytes().strip()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = Fernet.generate_key()
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key + b"\n")
+    log.warning(
+        "generated a new secret key at %s: back it up, without it stored calendar passwords "
+        "cannot be decrypted",
+        key_file,
+    )
+    return key
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        try:
+            self._fernet = Fernet(key)
+        except ValueError as exc:
+            raise SecretError("the secret key is not a valid Fernet key") from exc
+
+    def seal(self, plain: str) -> bytes:
+        return self._fernet.encrypt(plain.encode())
+
+    def open(self, sealed: bytes) -> str:
+        try:
+            return self._fernet.decrypt(sealed).decode()
+        except InvalidToken as exc:
+            raise SecretError(
+                "cannot decrypt a stored secret: the secret key changed since it was stored"
+            ) from exc
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if not value:
+        raise SecretError(f"secret file {path} is empty")
+    return value

@@ -1,0 +1,71 @@
+"""Queries the engine and the CLI share, in terms of domain objects and plain records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from syncd.plan import MirrorRecord
+from syncd.project import PlatformState
+from syncd.store.mapping import session_from_row, therapist_from_row
+from syncd.store.tables import (
+    ConnectionRow,
+    DriftRow,
+    MirrorRow,
+    SessionRow,
+    TherapistRow,
+)
+
+
+def platform_state(s: Session, therapist_id: str) -> PlatformState | None:
+    row = s.get(TherapistRow, therapist_id)
+    if row is None:
+        return None
+    sessions = s.scalars(
+        select(SessionRow).where(SessionRow.therapist_id == therapist_id).order_by(SessionRow.id)
+    ).all()
+    return PlatformState(
+        therapist=therapist_from_row(row),
+        sessions=tuple(session_from_row(r) for r in sessions),
+    )
+
+
+def therapist_ids(s: Session) -> list[str]:
+    return list(s.scalars(select(TherapistRow.id).order_by(TherapistRow.id)).all())
+
+
+def connections(s: Session, therapist_id: str) -> list[ConnectionRow]:
+    return list(
+        s.scalars(
+            select(ConnectionRow)
+            .where(ConnectionRow.therapist_id == therapist_id)
+            .order_by(ConnectionRow.id)
+        ).all()
+    )
+
+
+def mirror(s: Session, connection_id: int) -> dict[str, MirrorRecord]:
+    rows = s.scalars(select(MirrorRow).where(MirrorRow.connection_id == connection_id)).all()
+    return {r.uid: MirrorRecord(r.uid, r.href, r.etag, r.content_hash) for r in rows}
+
+
+def put_mirror(
+    s: Session, connection_id: int, uid: str, href: str, etag: str, content_hash: str, now: datetime
+) -> None:
+    row = s.get(MirrorRow, (connection_id, uid))
+    if row is None:
+        row = MirrorRow(connection_id=connection_id, uid=uid)
+        s.add(row)
+    row.href, row.etag, row.content_hash, row.updated_at = href, etag, content_hash, now
+
+
+def drop_mirror(s: Session, connection_id: int, uid: str) -> None:
+    s.execute(
+        delete(MirrorRow).where(MirrorRow.connection_id == connection_id, MirrorRow.uid == uid)
+    )
+
+
+def record_drift(s: Session, connection_id: int, uid: str, kind: str, now: datetime) -> None:
+    s.add(DriftRow(connection_id=connection_id, uid=uid, kind=kind, detected_at=now))

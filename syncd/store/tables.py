@@ -1,0 +1,217 @@
+"""The database schema. Alembic migrations in ``syncd/migrations`` create exactly this."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out, on every backend (SQLite has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; all instants must be aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TherapistRow(Base):
+    __tablename__ = "therapists"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int]
+    display_name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    working_hours: Mapped[list[Any]]
+    slot_minutes: Mapped[int]
+    buffer_minutes: Mapped[int]
+    active: Mapped[bool] = mapped_column(Boolean)
+    privacy: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int]
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    client_name: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    location: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))
+    change: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cancellation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class EntityHistoryRow(Base):
+    """Every accepted version of every entity, so a cancelled or moved session keeps its past."""
+
+    __tablename__ = "entity_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity_type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    event_id: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]]
+    recorded_at: Mapped[datetime]
+    __table_args__ = (Index("ix_entity_history_entity", "entity_type", "entity_id"),)
+
+
+class OfferRow(Base):
+    __tablename__ = "offers"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int]
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    alternatives: Mapped[list[Any]]
+    sent_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    accepted_alternative: Mapped[int | None]
+    responded_at: Mapped[datetime | None]
+    # Set when syncd itself expired the offer; the conditional UPDATE on it releases exactly once.
+    released_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class ReservedSlotRow(Base):
+    __tablename__ = "reserved_slots"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int]
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(200))
+    client_name: Mapped[str | None] = mapped_column(String(200))
+    first_start_local: Mapped[str] = mapped_column(String(32))
+    timezone: Mapped[str] = mapped_column(String(64))
+    duration_minutes: Mapped[int]
+    rrule: Mapped[str] = mapped_column(String(500))
+    until: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime]
+
+
+class InboundEventRow(Base):
+    """Event ids seen, for at-least-once delivery: a repeated id is acknowledged and ignored."""
+
+    __tablename__ = "inbound_events"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime]
+
+
+class ConnectionRow(Base):
+    __tablename__ = "connections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(Text)
+    username: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted (Fernet), never plain
+    calendar_url: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))  # ok | error | auth_failed
+    sync_token: Mapped[str | None] = mapped_column(Text)
+    last_pass_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class MirrorRow(Base):
+    """The sync status table: what syncd last wrote for each entry, per connection."""
+
+    __tablename__ = "mirror"
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    uid: Mapped[str] = mapped_column(String(300), primary_key=True)
+    href: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class DriftRow(Base):
+    """A mirrored entry found edited or deleted in the therapist's calendar, and repaired."""
+
+    __tablename__ = "drift"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    uid: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))  # edited | deleted
+    detected_at: Mapped[datetime]
+
+
+class SyncQueueRow(Base):
+    """When each therapist next needs a pass. The database, not the scheduler, holds this, so a
+    restart finds overdue work; the lease lets several replicas share the queue."""
+
+    __tablename__ = "sync_queue"
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), primary_key=True)
+    due_at: Mapped[datetime | None] = mapped_column(index=True)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None]
+    last_pass_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    """Notifications to the platform, written in the same transaction as the change."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
