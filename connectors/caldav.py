@@ -1,0 +1,682 @@
+"""CalDAV connector: one calendar on any CalDAV server (Radicale, Xandikos, iCloud, Fastmail, …).
+
+The ``caldav`` library's :class:`DAVClient` carries the HTTP session, auth negotiation
+(Basic/Digest/Bearer from the server's challenge) and principal / calendar-home discovery, and
+creates syncd's dedicated calendar. Everything else is plain WebDAV requests sent through
+``DAVClient.request``, because the library's object API (``save()``, ``add_event()``) rewrites
+bodies and bumps SEQUENCE, while syncd needs byte-exact conditional writes.
+
+Hrefs
+    An href is the *percent-decoded path* of a resource (``/alice/syncd/a b@c.ics``): servers
+    disagree on how to encode the same path (Radicale sends ``%40`` for ``@``, Xandikos sends
+    ``@``), so decoding is the only form that ``create()`` can predict and that stays equal to
+    what ``changes()`` reports for the same resource. When a request is made, the part below the
+    calendar is re-encoded and appended to the calendar URL exactly as the server spelled it.
+    (A name containing an encoded ``/`` cannot be represented; servers do not produce those.)
+
+ETags
+    Kept exactly as the server sent them, quotes and ``W/`` included, from the ``ETag`` header or
+    the ``getetag`` property (which agree on every server tested), so they can be sent back
+    verbatim in ``If-Match``.
+
+Errors
+    :func:`_translate` is the only place that turns library exceptions, HTTP-library exceptions
+    and HTTP statuses into :mod:`connectors.errors` types; every public method runs its network
+    I/O under :func:`_translated`, so nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import enum
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import quote, unquote, urljoin, urlsplit
+from xml.sax.saxutils import escape
+
+from caldav.davclient import DAVClient
+from caldav.lib import error as caldav_error
+from caldav.lib.http_sync import requests as http_lib
+from caldav.lib.python_utilities import WireBytes
+
+from connectors.base import Changes, FetchedItem, RemoteItem
+from connectors.errors import (
+    AlreadyExists,
+    AuthFailed,
+    ConnectorError,
+    InvalidSyncToken,
+    NotFound,
+    PreconditionFailed,
+    ProtocolError,
+    Transient,
+)
+
+__all__ = ["CalDAVConnector", "CalDAVSettings"]
+
+log = logging.getLogger(__name__)
+
+DAV: Final = "{DAV:}"
+CALDAV: Final = "{urn:ietf:params:xml:ns:caldav}"
+
+# caldav annotates ``timeout`` as int (niquests takes a float) and leaves principal discovery
+# and calendar creation unannotated, so the client is handled as Any.
+_DAVClientFactory: Any = DAVClient
+
+# A server that keeps truncating its sync-collection reply would otherwise loop forever.
+_MAX_SYNC_PAGES: Final = 1000
+
+_XML_HEADERS: Final = {"Content-Type": "application/xml; charset=utf-8"}
+_ICS_CONTENT_TYPE: Final = "text/calendar; charset=utf-8"
+
+_SYNC_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<D:sync-collection xmlns:D="DAV:">'
+    "<D:sync-token>{token}</D:sync-token>"
+    "<D:sync-level>1</D:sync-level>"
+    "<D:prop><D:getetag/></D:prop>"
+    "</D:sync-collection>"
+)
+_PROPFIND_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:resourcetype/></D:prop></D:propfind>'
+)
+
+_VALID_SYNC_TOKEN: Final = f"{DAV}valid-sync-token"
+_SUPPORTED_REPORT: Final = f"{DAV}supported-report"
+# RFC 4791 5.3.2.1 / RFC 6638 3.2.4.1: the UID is already used by another resource.
+_UID_CONFLICT: Final = frozenset(
+    {f"{CALDAV}no-uid-conflict", f"{CALDAV}unique-scheduling-object-resource"}
+)
+_CHARSET_RE: Final = re.compile(r"charset\s*=\s*\"?([A-Za-z0-9._:-]+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CalDAVSettings:
+    """Where and how to reach one CalDAV calendar.
+
+    ``url`` is the server's (or the principal's) base URL. With ``calendar_url`` the connector
+    writes into that existing calendar; without it, into a dedicated calendar ``calendar_id`` with
+    display name ``calendar_name`` in the user's calendar home, created when missing.
+    ``timeout`` (seconds) bounds every request.
+    """
+
+    url: str
+    username: str
+    password: str
+    calendar_url: str | None = None
+    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_id: str = "syncd"
+    timeout: float = 15.0
+
+
+class _Op(enum.Enum):
+    """What a request was for: the same status means different things to different requests."""
+
+    READ = "read"
+    CREATE = "create"
+    WRITE = "write"
+    SYNC = "sync"  # sync-collection with a token from an earlier reply
+    SYNC_INITIAL = "sync-initial"  # sync-collection with the empty token: a full listing
+
+
+class _SyncUnsupported(ProtocolError):
+    """The server has no usable sync-collection REPORT; changes() falls back to PROPFIND.
+
+    Never escapes the connector; a ProtocolError subclass so that it would still be typed if it
+    ever did.
+    """
+
+
+class _HTTPStatusError(Exception):
+    """A response with a status the caller did not expect; only ever fed to _translate."""
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], preconditions: frozenset[str], text: str
+    ) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.headers = headers
+        self.preconditions = preconditions
+        self.text = text
+
+
+def _parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_for_status(
+    status: int,
+    preconditions: frozenset[str],
+    retry_after: str | None,
+    op: _Op,
+    what: str,
+) -> ConnectorError:
+    message = f"{what}: HTTP {status}"
+    if preconditions:
+        message += " (" + ", ".join(sorted(preconditions)) + ")"
+    if status == 401:
+        return AuthFailed(message)
+    if op in (_Op.SYNC, _Op.SYNC_INITIAL):
+        if _SUPPORTED_REPORT in preconditions or status in (405, 415, 422, 501):
+            return _SyncUnsupported(message)
+        if op is _Op.SYNC and (_VALID_SYNC_TOKEN in preconditions or status in (400, 412)):
+            # RFC 6578 says 403/409 with valid-sync-token; Xandikos answers 412, others 400.
+            return InvalidSyncToken(message)
+        if op is _Op.SYNC_INITIAL and status in (400, 403, 409, 412):
+            # The empty token cannot be stale, so this is the REPORT itself being refused. A
+            # real permission problem shows up again on the PROPFIND fallback.
+            return _SyncUnsupported(message)
+    if op is _Op.CREATE and (status == 412 or preconditions & _UID_CONFLICT):
+        if preconditions & _UID_CONFLICT:
+            message += ": another resource in the calendar already has this UID"
+        return AlreadyExists(message)
+    if status in (408, 429) or (500 <= status <= 599 and status not in (501, 505)):
+        return Transient(message, retry_after=_parse_retry_after(retry_after))
+    if status == 403:
+        return AuthFailed(message)
+    if status in (404, 410):
+        return NotFound(message)
+    if status == 412:
+        return PreconditionFailed(message)
+    return ProtocolError(message)
+
+
+def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
+    """The one mapping from everything the caldav/HTTP stack can raise to connectors.errors."""
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, _HTTPStatusError):
+        return _error_for_status(
+            exc.status, exc.preconditions, exc.headers.get("Retry-After"), op, what
+        )
+    if isinstance(exc, caldav_error.RateLimitError):
+        # Raised by the library itself for 429, and for 503 with Retry-After.
+        return Transient(
+            f"{what}: HTTP {exc.status} rate limited",
+            retry_after=_parse_retry_after(exc.retry_after),
+        )
+    if isinstance(exc, caldav_error.DAVError):
+        if exc.status is not None:
+            preconditions = frozenset(exc.preconditions)
+            return _error_for_status(exc.status, preconditions, None, op, what)
+        if isinstance(exc, caldav_error.NotFoundError):
+            return NotFound(f"{what}: {exc.reason}")
+        return ProtocolError(f"{what}: {exc}")
+    if isinstance(exc, NotImplementedError):
+        # DAVClient's answer to a WWW-Authenticate challenge it has no scheme for.
+        return AuthFailed(f"{what}: {exc}")
+    if isinstance(
+        exc,
+        http_lib.exceptions.Timeout
+        | http_lib.exceptions.ConnectionError
+        | http_lib.exceptions.ChunkedEncodingError,
+    ):
+        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, http_lib.exceptions.RequestException):
+        # Invalid URL, too many redirects, bad header: configuration, not weather.
+        return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, OSError):
+        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+    return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _translated(op: _Op, what: str) -> Iterator[None]:
+    try:
+        yield
+    except ConnectorError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, op, what) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    href: str
+    status: int | None  # the response-level status, present for sync deletions and 507
+    etag: str | None
+    is_collection: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Multistatus:
+    members: list[_Member]
+    sync_token: str | None
+
+
+def _status_code(text: str | None) -> int | None:
+    # "HTTP/1.1 404 Not Found"
+    if not text:
+        return None
+    parts = text.split()
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _href_path(text: str) -> str:
+    return unquote(urlsplit(text.strip()).path)
+
+
+def _parse_multistatus(tree: Any, what: str) -> _Multistatus:
+    """The members of a PROPFIND or sync-collection multistatus (RFC 4918 13, RFC 6578 3.2)."""
+    if tree is None or getattr(tree, "tag", None) != f"{DAV}multistatus":
+        raise ProtocolError(f"{what}: expected a DAV:multistatus body")
+    members: list[_Member] = []
+    for response in tree.iterfind(f"{DAV}response"):
+        href_el = response.find(f"{DAV}href")
+        if href_el is None or not href_el.text:
+            continue
+        etag: str | None = None
+        is_collection = False
+        for propstat in response.iterfind(f"{DAV}propstat"):
+            if _status_code(propstat.findtext(f"{DAV}status")) != 200:
+                continue
+            etag_el = propstat.find(f"{DAV}prop/{DAV}getetag")
+            if etag_el is not None and etag_el.text:
+                # Only XML whitespace is dropped: the quotes are part of the entity-tag.
+                etag = etag_el.text.strip()
+            if propstat.find(f"{DAV}prop/{DAV}resourcetype/{DAV}collection") is not None:
+                is_collection = True
+        members.append(
+            _Member(
+                href=_href_path(href_el.text),
+                status=_status_code(response.findtext(f"{DAV}status")),
+                etag=etag,
+                is_collection=is_collection,
+            )
+        )
+    token = tree.findtext(f"{DAV}sync-token")
+    return _Multistatus(members=members, sync_token=token.strip() if token else None)
+
+
+def _preconditions(tree: Any) -> frozenset[str]:
+    """The precondition elements of a DAV:error body (RFC 4918 16)."""
+    if tree is None or getattr(tree, "tag", None) != f"{DAV}error":
+        return frozenset()
+    return frozenset(child.tag for child in tree if isinstance(child.tag, str))
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def _quote_path(path: str) -> str:
+    return quote(path, safe="/")
+
+
+def _body_text(response: Any) -> str:
+    # The library keeps the undecoded bytes of a non-XML body in ``_raw_body``; its public
+    # ``raw`` has CRLF rewritten to LF, so it is only the fallback.
+    data = getattr(response, "_raw_body", None)
+    if not isinstance(data, bytes) or not data:
+        return str(response.raw or "")
+    charset = "utf-8"
+    match = _CHARSET_RE.search(response.headers.get("Content-Type") or "")
+    if match:
+        with contextlib.suppress(LookupError):
+            charset = codecs.lookup(match.group(1)).name
+    return data.decode(charset, errors="replace")
+
+
+class CalDAVConnector:
+    """One calendar on a CalDAV server, behind the :class:`connectors.base.Connector` protocol.
+
+    Not thread-safe: the engine serialises the work of one therapist, which is all one
+    connector instance serves.
+    """
+
+    def __init__(self, settings: CalDAVSettings) -> None:
+        if not settings.calendar_url and (
+            not settings.calendar_id or "/" in settings.calendar_id
+        ):
+            raise ValueError("calendar_id must be a non-empty name without '/'")
+        self.settings = settings
+        self._client: Any = _DAVClientFactory(
+            url=settings.url,
+            username=settings.username,
+            password=settings.password,
+            timeout=settings.timeout,
+            enable_rfc6764=False,
+            # Retry policy (backoff, Retry-After) belongs to the engine, not to a sleeping client.
+            rate_limit_handle=False,
+        )
+        self._calendar_url: str | None = None
+        self._calendar_path = ""
+        # None until the server has shown whether sync-collection works; then fixed for the
+        # lifetime of this instance.
+        self._sync_supported: bool | None = None
+
+    # -- Connector protocol ---------------------------------------------------------------------
+
+    def ensure_calendar(self) -> str:
+        if self._calendar_url is not None:
+            return self._calendar_url
+        with _translated(_Op.READ, "ensure_calendar"):
+            if self.settings.calendar_url:
+                url = _with_slash(urljoin(self.settings.url, self.settings.calendar_url))
+                kind = self._resource_kind(url)
+                if kind is None:
+                    raise NotFound(f"calendar {url} does not exist")
+                if kind != "calendar":
+                    raise ProtocolError(f"{url} is not a calendar collection")
+            else:
+                url = self._find_or_create_dedicated()
+        self._calendar_url = url
+        self._calendar_path = _href_path(url)
+        return url
+
+    def changes(self, token: str | None) -> Changes:
+        calendar = self.ensure_calendar()
+        try:
+            if token is not None and self._sync_supported is not False:
+                try:
+                    return self._sync(calendar, token)
+                except InvalidSyncToken as exc:
+                    log.info("sync token for %s refused (%s); full listing", calendar, exc)
+                except _SyncUnsupported as exc:
+                    log.info("sync-collection refused by %s (%s); full listing", calendar, exc)
+            return self._full_listing(calendar)
+        except NotFound:
+            # The calendar itself is gone; let the next ensure_calendar() look again.
+            self._forget_calendar()
+            raise
+
+    def get(self, href: str) -> FetchedItem:
+        url = self._member_url(href)
+        response = self._request("GET", url, _Op.READ, ok=(200,))
+        etag = response.headers.get("ETag")
+        if etag is None:
+            etag = self._etag_of(href)
+        return FetchedItem(href=href, etag=etag, body=_body_text(response))
+
+    def create(self, name: str, body: str) -> RemoteItem:
+        if not name or "/" in name or name in (".", ".."):
+            raise ProtocolError(f"invalid resource name {name!r}")
+        calendar = self.ensure_calendar()
+        href = self._calendar_path + name
+        response = self._request(
+            "PUT",
+            calendar + quote(name, safe=""),
+            _Op.CREATE,
+            body=WireBytes(body.encode("utf-8")),
+            headers={"If-None-Match": "*", "Content-Type": _ICS_CONTENT_TYPE},
+            ok=(200, 201, 204),
+        )
+        return RemoteItem(href=href, etag=self._etag_after_write(href, response))
+
+    def update(self, href: str, body: str, etag: str) -> RemoteItem:
+        url = self._member_url(href)
+        try:
+            response = self._request(
+                "PUT",
+                url,
+                _Op.WRITE,
+                body=WireBytes(body.encode("utf-8")),
+                headers={"If-Match": etag, "Content-Type": _ICS_CONTENT_TYPE},
+                ok=(200, 201, 204),
+            )
+        except PreconditionFailed:
+            self._raise_if_absent(href)
+            raise
+        return RemoteItem(href=href, etag=self._etag_after_write(href, response))
+
+    def delete(self, href: str, etag: str | None) -> None:
+        url = self._member_url(href)
+        headers = {"If-Match": etag} if etag is not None else {}
+        try:
+            self._request("DELETE", url, _Op.WRITE, headers=headers, ok=(200, 202, 204))
+        except PreconditionFailed:
+            self._raise_if_absent(href)
+            raise
+
+    def close(self) -> None:
+        with _translated(_Op.READ, "close"):
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- calendar discovery ---------------------------------------------------------------------
+
+    def _find_or_create_dedicated(self) -> str:
+        principal = self._client.principal()
+        home = principal.calendar_home_set
+        home_url = _with_slash(str(home.url))
+        candidate = home_url + quote(self.settings.calendar_id, safe="") + "/"
+        kind = self._resource_kind(candidate)
+        if kind == "calendar":
+            return candidate
+        if kind is not None:
+            raise ProtocolError(f"{candidate} exists but is not a calendar collection")
+        try:
+            calendar = home.make_calendar(
+                name=self.settings.calendar_name,
+                cal_id=self.settings.calendar_id,
+                supported_calendar_component_set=["VEVENT"],
+            )
+        except Exception:
+            # Another replica may have created it between the PROPFIND and the MKCALENDAR.
+            if self._resource_kind(candidate) == "calendar":
+                return candidate
+            raise
+        return _with_slash(str(calendar.url))
+
+    def _resource_kind(self, url: str) -> str | None:
+        """"calendar", "collection" or "resource" for what is at ``url``; None when absent."""
+        try:
+            response = self._request(
+                "PROPFIND",
+                url,
+                _Op.READ,
+                body="""<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/></D:prop></D:propfind>""",
+                headers={"Depth": "0", **_XML_HEADERS},
+                ok=(207,),
+            )
+        except NotFound:
+            return None
+        tree = response.tree
+        if tree is None or tree.tag != f"{DAV}multistatus":
+            raise ProtocolError(f"PROPFIND {url}: expected a DAV:multistatus body")
+        for element in tree.iterfind(f"{DAV}response"):
+            if _status_code(element.findtext(f"{DAV}status")) in (404, 410):
+                return None
+            for propstat in element.iterfind(f"{DAV}propstat"):
+                if _status_code(propstat.findtext(f"{DAV}status")) != 200:
+                    continue
+                resourcetype = propstat.find(f"{DAV}prop/{DAV}resourcetype")
+                if resourcetype is None:
+                    continue
+                if resourcetype.find(f"{CALDAV}calendar") is not None:
+                    return "calendar"
+                if resourcetype.find(f"{DAV}collection") is not None:
+                    return "collection"
+            return "resource"
+        return None
+
+    def _forget_calendar(self) -> None:
+        self._calendar_url = None
+        self._calendar_path = ""
+
+    # -- change detection -----------------------------------------------------------------------
+
+    def _full_listing(self, calendar: str) -> Changes:
+        if self._sync_supported is not False:
+            try:
+                changes = self._sync(calendar, "")
+            except _SyncUnsupported as exc:
+                log.info("sync-collection unsupported by %s (%s); using PROPFIND", calendar, exc)
+            else:
+                self._sync_supported = True
+                return changes
+        changes = self._propfind_listing(calendar)
+        self._sync_supported = False
+        return changes
+
+    def _sync(self, calendar: str, token: str) -> Changes:
+        """sync-collection REPORT from ``token`` ("" for everything), following truncation."""
+        full = token == ""
+        op = _Op.SYNC_INITIAL if full else _Op.SYNC
+        changed: dict[str, str] = {}
+        deleted: set[str] = set()
+        for page in range(_MAX_SYNC_PAGES):
+            try:
+                response = self._request(
+                    "REPORT",
+                    calendar,
+                    op,
+                    body=_SYNC_BODY.format(token=escape(token)),
+                    headers={"Depth": "0", **_XML_HEADERS},
+                    ok=(207,),
+                )
+            except InvalidSyncToken as exc:
+                if page == 0:
+                    raise
+                raise ProtocolError(f"server refused the sync token it just issued: {exc}") from exc
+            result = _parse_multistatus(response.tree, f"REPORT {calendar}")
+            truncated = False
+            for member in result.members:
+                if member.status == 507:
+                    # RFC 6578 3.6: the reply was cut short; continue from its token.
+                    truncated = True
+                elif self._is_calendar_or_child_collection(member):
+                    continue
+                elif member.status in (404, 410):
+                    changed.pop(member.href, None)
+                    if not full:
+                        deleted.add(member.href)
+                elif member.status in (None, 200):
+                    changed[member.href] = member.etag or ""
+                    deleted.discard(member.href)
+            if not truncated:
+                return Changes(
+                    full=full, changed=changed, deleted=frozenset(deleted), token=result.sync_token
+                )
+            if not result.sync_token or result.sync_token == token:
+                raise ProtocolError(f"REPORT {calendar}: truncated reply without a new sync token")
+            token = result.sync_token
+            op = _Op.SYNC
+        raise ProtocolError(f"REPORT {calendar}: still truncated after {_MAX_SYNC_PAGES} pages")
+
+    def _propfind_listing(self, calendar: str) -> Changes:
+        response = self._request(
+            "PROPFIND",
+            calendar,
+            _Op.READ,
+            body=_PROPFIND_BODY,
+            headers={"Depth": "1", **_XML_HEADERS},
+            ok=(207,),
+        )
+        result = _parse_multistatus(response.tree, f"PROPFIND {calendar}")
+        changed = {
+            member.href: member.etag or ""
+            for member in result.members
+            if member.status in (None, 200)
+            and not member.is_collection
+            and not self._is_calendar_or_child_collection(member)
+        }
+        return Changes(full=True, changed=changed, token=None)
+
+    def _is_calendar_or_child_collection(self, member: _Member) -> bool:
+        return member.href.endswith("/") or member.href == self._calendar_path.rstrip("/")
+
+    # -- single resources -----------------------------------------------------------------------
+
+    def _member_url(self, href: str) -> str:
+        calendar = self.ensure_calendar()
+        path = urlsplit(href).path if "://" in href else href
+        if not path.startswith("/"):
+            raise ProtocolError(f"href {href!r} is not an absolute path")
+        if path.startswith(self._calendar_path):
+            # Keep the calendar's own spelling from the server and encode only the name.
+            return calendar + _quote_path(path[len(self._calendar_path) :])
+        parts = urlsplit(calendar)
+        return f"{parts.scheme}://{parts.netloc}{_quote_path(path)}"
+
+    def _etag_after_write(self, href: str, response: Any) -> str:
+        etag = response.headers.get("ETag")
+        if etag:
+            return str(etag)
+        # RFC 4791 5.3.4: a server that altered the body on storage sends no ETag; the
+        # stored resource's ETag is one PROPFIND away, without downloading the body.
+        return self._etag_of(href)
+
+    def _etag_of(self, href: str) -> str:
+        url = self._member_url(href)
+        response = self._request(
+            "PROPFIND",
+            url,
+            _Op.READ,
+            body=_PROPFIND_BODY,
+            headers={"Depth": "0", **_XML_HEADERS},
+            ok=(207,),
+        )
+        for member in _parse_multistatus(response.tree, f"PROPFIND {url}").members:
+            if member.status in (404, 410):
+                raise NotFound(f"PROPFIND {url}: HTTP {member.status}")
+            if member.etag:
+                return member.etag
+        raise ProtocolError(f"PROPFIND {url}: server reports no getetag")
+
+    def _raise_if_absent(self, href: str) -> None:
+        """Tell "gone" from "changed" after a 412: servers answer If-Match on a missing
+        resource with 412 (RFC 9110 13.1.1), but the engine must recreate, not merge."""
+        try:
+            kind = self._resource_kind(self._member_url(href))
+        except ConnectorError:
+            return
+        if kind is None:
+            raise NotFound(f"{href} does not exist")
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        op: _Op,
+        *,
+        body: str | bytes = "",
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...],
+    ) -> Any:
+        what = f"{method} {url}"
+        with _translated(op, what):
+            response = self._client.request(url, method, body, dict(headers or {}))
+            status = int(response.status)
+            if status not in ok:
+                raise _HTTPStatusError(
+                    status,
+                    response.headers or {},
+                    _preconditions(response.tree),
+                    str(response.raw or "")[:500],
+                )
+            return response

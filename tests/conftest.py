@@ -1,0 +1,104 @@
+"""Shared fixtures: both databases, a configured App, and the real CalDAV servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from syncd.app import App
+from syncd.config import Config, load
+try:
+    from tests.caldav_servers import (  # noqa: F401 - fixtures
+        CalDAVServer,
+        caldav_server,
+        radicale_server,
+        xandikos_server,
+    )
+except ImportError:  # TEMP until the connector lands
+    pass
+
+PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _pg_admin_url() -> str:
+    return make_url(PG_URL).set(drivername="postgresql+psycopg").render_as_string(False)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database per test, dropped afterwards. In CI a missing server fails."""
+    admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+    name = f"syncd_t_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    url = make_url(PG_URL).set(database=name).render_as_string(False)
+    yield url
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'syncd.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def make_config(state: Path, db: str | None = None, **sections: dict[str, object]) -> Config:
+    key = state / "secret.key"
+    if not key.exists():
+        state.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(Fernet.generate_key())
+    data: dict[str, dict[str, object]] = {
+        "daemon": {"state_dir": str(state), "poll_interval": 0.05},
+        "database": {"url": db or f"sqlite:///{state / 'syncd.db'}"},
+        "sync": {"retry_base": 0.01, "retry_cap": 0.05},
+        "caldav": {"timeout": 10},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return Config.model_validate(data)
+
+
+def write_config(path: Path, cfg: Config) -> Path:
+    lines = []
+    for section, values in cfg.model_dump(mode="json").items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if v is None:
+                continue
+            lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else
+                         f"{k} = {str(v).lower() if isinstance(v, bool) else v}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    assert load(path, env={}) == cfg
+    return path
+
+
+@pytest.fixture
+def app(tmp_path: Path, db_url: str) -> Iterator[App]:
+    application = App.open(make_config(tmp_path / "state", db_url))
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path: Path) -> Iterator[App]:
+    application = App.open(make_config(tmp_path / "state"))
+    yield application
+    application.close()
