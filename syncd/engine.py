@@ -7,6 +7,7 @@ it on the next pass (the resource name is derived from the UID, so it is never d
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import Connector, RemoteItem
+from connectors.base import Changes, Connector, RemoteItem
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -68,6 +69,8 @@ class PassReport:
 
 
 class Engine:
+    MAX_ROUNDS = 3
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -111,18 +114,38 @@ class Engine:
         out = ConnectionReport(conn.id)
         connector = self._connector_for(conn)
         try:
-            calendar_url = self._retry(connector.ensure_calendar)
+            # Known calendars are not re-verified: a pass with nothing changed costs one request,
+            # and a calendar deleted under us still surfaces as NotFound from the listing.
+            calendar_url = conn.calendar_url or self._retry(connector.ensure_calendar)
             token = None if full else conn.sync_token
             observed = self._retry(lambda: connector.changes(token))
-            with self._sessions() as s:
-                status = repo.mirror(s, conn.id)
-            out.actions = plan(desired, status, observed)
-            if dry_run:
-                return out
-            for action in out.actions:
-                self._apply(connector, conn.id, action)
-                out.applied += 1
-                out.drift += action.drift is not None
+            for _round in range(self.MAX_ROUNDS):
+                with self._sessions() as s:
+                    status = repo.mirror(s, conn.id)
+                actions = plan(desired, status, observed)
+                if dry_run:
+                    out.actions = actions
+                    return out
+                if not actions:
+                    break
+                if not out.actions and conn.sync_token is not None:
+                    # Until this pass completes, the stored token predates writes it cannot
+                    # vouch for; if we crash mid-way the next pass must list everything.
+                    self._commit(lambda s: self._forget_token(s, conn.id))
+                out.actions += actions
+                for action in actions:
+                    self._apply(connector, conn.id, action)
+                    out.applied += 1
+                    out.drift += action.drift is not None
+                if observed.token is None:
+                    break  # no sync support: every pass lists everything anyway
+                # The stored token must postdate our own writes: a server may omit from a diff a
+                # resource created and deleted after the token (Xandikos does), so a token from
+                # before our writes could hide a later deletion of one of them. This listing
+                # shows our writes (known ETags, so no action) and anything done meanwhile.
+                observed = self._retry(functools.partial(connector.changes, observed.token))
+            else:
+                observed = Changes(full=True)  # still busy after MAX_ROUNDS: re-list next time
             self._succeeded(conn.id, calendar_url, observed.token)
         except AuthFailed as exc:
             out.error = f"authentication failed: {exc}"
@@ -214,6 +237,12 @@ class Engine:
     def _commit(self, fn: Callable[[Session], None]) -> None:
         with self._sessions.begin() as s:
             fn(s)
+
+    @staticmethod
+    def _forget_token(s: Session, connection_id: int) -> None:
+        row = s.get(ConnectionRow, connection_id)
+        if row is not None:
+            row.sync_token = None
 
     def _succeeded(self, connection_id: int, calendar_url: str, token: str | None) -> None:
         now = self._clock()

@@ -226,7 +226,7 @@ class HTTPProxy:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
             def handle_one_request(self) -> None:
@@ -246,7 +246,9 @@ class HTTPProxy:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -290,9 +292,7 @@ class HTTPProxy:
     def _forward(self, request: ProxiedRequest) -> ProxyReply:
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=10)
         try:
-            headers = {
-                k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
-            }
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
             headers["Host"] = f"{self.upstream_host}:{self.upstream_port}"
             conn.request(request.method, request.path, body=request.body, headers=headers)
             response = conn.getresponse()

@@ -14,15 +14,13 @@ from sqlalchemy.engine import make_url
 
 from syncd.app import App
 from syncd.config import Config, load
-try:
-    from tests.caldav_servers import (  # noqa: F401 - fixtures
-        CalDAVServer,
-        caldav_server,
-        radicale_server,
-        xandikos_server,
-    )
-except ImportError:  # TEMP until the connector lands
-    pass
+from tests.caldav_servers import (  # noqa: F401 - fixtures
+    CalDAVServer,
+    caldav_server,
+    http_proxy,
+    radicale_server,
+    xandikos_server,
+)
 
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -82,8 +80,11 @@ def write_config(path: Path, cfg: Config) -> Path:
         for k, v in values.items():
             if v is None:
                 continue
-            lines.append(f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else
-                         f"{k} = {str(v).lower() if isinstance(v, bool) else v}")
+            lines.append(
+                f"{k} = {v!r}".replace("'", '"')
+                if isinstance(v, str)
+                else f"{k} = {str(v).lower() if isinstance(v, bool) else v}"
+            )
         lines.append("")
     path.write_text("\n".join(lines))
     assert load(path, env={}) == cfg

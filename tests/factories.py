@@ -18,8 +18,9 @@ def event(type_: str, data: dict[str, Any], event_id: str | None = None) -> dict
     }
 
 
-def therapist(tid: str = "t-1", version: int = 1, zone: str = "Europe/London",
-              **extra: Any) -> dict[str, Any]:
+def therapist(
+    tid: str = "t-1", version: int = 1, zone: str = "Europe/London", **extra: Any
+) -> dict[str, Any]:
     data = {"id": tid, "version": version, "display_name": "Dr Test", "timezone": zone}
     data.update(extra)
     return event("therapist.upserted", data)

@@ -54,8 +54,9 @@ def test_versioned_idempotent_upserts(app: App) -> None:
     first = f.session("s-1", f.future(), version=2)
     assert ing.ingest(first).result is Result.APPLIED
     assert ing.ingest(first).result is Result.DUPLICATE
-    older = f.session("s-1", f.future(days=9), version=1, change={"reason": "client_requested",
-                                                                   "by": "client"})
+    older = f.session(
+        "s-1", f.future(days=9), version=1, change={"reason": "client_requested", "by": "client"}
+    )
     assert ing.ingest(older).result is Result.STALE
     with app.sessions() as s:
         row = s.get(SessionRow, "s-1")
@@ -85,8 +86,15 @@ def test_cancelled_session_kept_in_history(app: App) -> None:
     ing = app.ingestor()
     ing.ingest(f.therapist())
     ing.ingest(f.session("s-1", f.future()))
-    ing.ingest(f.session("s-1", f.future(), version=2, status="cancelled",
-                         cancellation={"reason": "client_cancelled", "by": "client"}))
+    ing.ingest(
+        f.session(
+            "s-1",
+            f.future(),
+            version=2,
+            status="cancelled",
+            cancellation={"reason": "client_cancelled", "by": "client"},
+        )
+    )
     with app.sessions() as s:
         row = s.get(SessionRow, "s-1")
         assert row is not None and row.status == "cancelled"
@@ -108,9 +116,20 @@ def _setup_queue(app: App, *tids: str) -> datetime:
     now = datetime(2026, 11, 22, 12, tzinfo=UTC)
     with app.sessions.begin() as s:
         for tid in tids:
-            s.add(TherapistRow(id=tid, version=1, display_name=tid, timezone="UTC",
-                               working_hours=[], slot_minutes=50, buffer_minutes=0, active=True,
-                               privacy={}, updated_at=now))
+            s.add(
+                TherapistRow(
+                    id=tid,
+                    version=1,
+                    display_name=tid,
+                    timezone="UTC",
+                    working_hours=[],
+                    slot_minutes=50,
+                    buffer_minutes=0,
+                    active=True,
+                    privacy={},
+                    updated_at=now,
+                )
+            )
             s.flush()
             queue.mark_due(s, tid, now - timedelta(seconds=1))
     return now

@@ -1,0 +1,61 @@
+"""Reading a calendar back the way a third-party client would: the caldav library's own
+high-level API, independent of syncd's connector, so a connector bug cannot hide itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+import caldav
+import icalendar
+
+from tests.caldav_servers import CalDAVServer
+
+
+@dataclass(frozen=True)
+class Seen:
+    href: str
+    etag: str | None
+    event: icalendar.Event
+
+    @property
+    def uid(self) -> str:
+        return str(self.event["UID"])
+
+    @property
+    def start(self) -> datetime:
+        value: datetime = self.event.decoded("DTSTART")
+        return value
+
+
+def read_calendar(server: CalDAVServer, calendar_url: str) -> dict[str, Seen]:
+    """Every VEVENT in the calendar, keyed by UID (a duplicate UID fails the read)."""
+    with caldav.DAVClient(
+        url=server.url, username=server.username, password=server.password, timeout=10
+    ) as client:
+        cal = client.calendar(url=calendar_url)
+        out: dict[str, Seen] = {}
+        for obj in cal.events():
+            if not obj.data:
+                obj.load()
+            parsed = icalendar.Calendar.from_ical(obj.data)
+            for ev in parsed.walk("VEVENT"):
+                seen = Seen(urlsplit(str(obj.url)).path, obj.props.get("{DAV:}getetag"), ev)
+                assert seen.uid not in out, f"duplicate UID {seen.uid}"
+                out[seen.uid] = seen
+        return out
+
+
+def raw_request(
+    server: CalDAVServer,
+    url: str,
+    method: str,
+    body: str = "",
+    headers: dict[str, str] | None = None,
+) -> int:
+    with caldav.DAVClient(
+        url=server.url, username=server.username, password=server.password, timeout=10
+    ) as client:
+        resp = client.request(urljoin(server.url, url), method, body, headers or {})
+        return int(resp.status)

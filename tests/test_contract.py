@@ -1,0 +1,371 @@
+"""The platform contract (DESIGN.md §3): what is accepted, what is refused and how it is named."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd import domain as d
+from syncd.contract import (
+    ContractError,
+    OfferUpserted,
+    ReservedSlotUpserted,
+    SessionUpserted,
+    TherapistUpserted,
+    json_schema,
+    offer_from,
+    parse_event,
+    session_from,
+)
+
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "syncd/schema/platform-events.schema.json"
+
+# The example event of DESIGN.md §3, verbatim.
+DESIGN_EXAMPLE = """
+{"id": "evt_7f3a", "type": "session.upserted", "occurred_at": "2026-11-21T10:00:00Z",
+ "data": {"id": "s-1001", "version": 3, "therapist_id": "t-17",
+          "client": {"id": "c-88", "name": "Jane Doe"}, "kind": "follow_up",
+          "start": "2026-12-01T10:00:00+00:00", "end": "2026-12-01T10:50:00+00:00",
+          "location": {"type": "in_person", "address": "10 Harley St, London"},
+          "status": "confirmed",
+          "change": {"reason": "client_requested", "by": "therapist"}}}
+"""
+
+
+def session_event() -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(DESIGN_EXAMPLE)
+    return event
+
+
+def therapist_event(**data: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "t-17",
+        "version": 1,
+        "display_name": "Dr Example",
+        "timezone": "Europe/London",
+    }
+    body.update(data)
+    return {
+        "id": "evt_t1",
+        "type": "therapist.upserted",
+        "occurred_at": "2026-11-21T10:00:00Z",
+        "data": body,
+    }
+
+
+def refused(raw: str | bytes | dict[str, Any]) -> ContractError:
+    with pytest.raises(ContractError) as info:
+        parse_event(raw)
+    err = info.value
+    text = str(err)
+    assert text, "the error must say something"
+    assert "\n" not in text and "\r" not in text, f"not one line: {text!r}"
+    return err
+
+
+_DROP = object()
+
+
+def with_data(**changes: Any) -> dict[str, Any]:
+    event = session_event()
+    for key, value in changes.items():
+        if value is _DROP:
+            del event["data"][key]
+        else:
+            event["data"][key] = value
+    return event
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+def _set_type(value: Any) -> dict[str, Any]:
+    event = session_event()
+    event["type"] = value
+    return event
+
+
+def _without_type() -> dict[str, Any]:
+    event = session_event()
+    del event["type"]
+    return event
+
+
+def _with_top_level_extra() -> dict[str, Any]:
+    event = session_event()
+    event["priority"] = "high"
+    return event
+
+
+BAD_INPUTS: list[tuple[str, Any, str, str]] = [
+    ("malformed JSON", '{"id": "evt_1", "type": ', "event", "json"),
+    ("malformed JSON bytes", b"{not json}", "event", "json"),
+    ("not UTF-8", b"\xc3\x28{}", "event", "json"),
+    ("a JSON array", "[1, 2, 3]", "event", "json_object"),
+    ("a JSON string", '"session.upserted"', "event", "json_object"),
+    ("JSON null", "null", "event", "json_object"),
+    ("unknown type", _set_type("session.deleted"), "type", "union_tag_invalid"),
+    ("missing type", _without_type(), "type", "union_tag_not_found"),
+    ("missing data.start", with_data(start=_DROP), "data.start", "missing"),
+    ("missing data.client", with_data(client=_DROP), "data.client", "missing"),
+    ("mistyped version", with_data(version="x"), "data.version", "int_parsing"),
+    ("negative version", with_data(version=-1), "data.version", "greater_than_equal"),
+    ("naive start", with_data(start="2026-12-01T10:00:00"), "data.start", "timezone_aware"),
+    (
+        "end equal to start",
+        with_data(end="2026-12-01T10:00:00+00:00"),
+        "data.end",
+        "end_after_start",
+    ),
+    (
+        "end before start",
+        with_data(end="2026-12-01T09:00:00+00:00"),
+        "data.end",
+        "end_after_start",
+    ),
+    (
+        # 10:30 at +01:00 is 09:30Z, before the 10:00Z start: compared as instants.
+        "end before start in another offset",
+        with_data(end="2026-12-01T10:30:00+01:00"),
+        "data.end",
+        "end_after_start",
+    ),
+    ("unknown zone", therapist_event(timezone="Europe/Atlantis"), "data.timezone", "iana_zone"),
+    ("empty zone", therapist_event(timezone=""), "data.timezone", "iana_zone"),
+    ("path as zone", therapist_event(timezone="../../etc/passwd"), "data.timezone", "iana_zone"),
+    ("unknown extra data field", with_data(notes="x"), "data.notes", "extra_forbidden"),
+    ("unknown extra top-level field", _with_top_level_extra(), "priority", "extra_forbidden"),
+    (
+        "cancelled without cancellation",
+        with_data(status="cancelled"),
+        "data.cancellation",
+        "cancellation_required",
+    ),
+    (
+        "cancellation on a confirmed session",
+        with_data(cancellation={"reason": "client_cancelled", "by": "client"}),
+        "data.cancellation",
+        "cancellation_only_when_cancelled",
+    ),
+    (
+        "in_person without address",
+        with_data(location={"type": "in_person"}),
+        "data.location",
+        "address_required",
+    ),
+    (
+        "in_person with empty address",
+        with_data(location={"type": "in_person", "address": ""}),
+        "data.location",
+        "address_required",
+    ),
+    ("unknown status", with_data(status="maybe"), "data.status", "enum"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "rule"),
+    [pytest.param(raw, field, rule, id=name) for name, raw, field, rule in BAD_INPUTS],
+)
+def test_bad_input_is_refused_naming_field_and_rule(raw: Any, field: str, rule: str) -> None:
+    err = refused(copy.deepcopy(raw) if isinstance(raw, dict) else raw)
+    assert (err.field, err.rule) == (field, rule)
+    # The one line carries both, so whoever sent the event can act on it.
+    assert str(err).startswith(f"{field}: ")
+    assert str(err).endswith(f"[rule: {rule}]")
+
+
+def test_naive_datetime_message_asks_for_an_offset() -> None:
+    err = refused(with_data(start="2026-12-01T10:00:00"))
+    assert "offset" in err.message
+
+
+def test_unknown_type_message_lists_the_known_types() -> None:
+    err = refused(_set_type("session.deleted"))
+    for known in ("therapist.upserted", "session.upserted", "offer.upserted"):
+        assert known in str(err)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: a sender-controlled time zone name is echoed verbatim into the message, so a "
+    "value with a newline makes str(ContractError) span two lines",
+)
+def test_error_is_one_line_even_when_the_zone_value_contains_a_newline() -> None:
+    err = refused(therapist_event(timezone="Europe/Lon\ndon"))
+    assert err.rule == "iana_zone"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG: an unknown field's key is put verbatim into .field and str(), so a key with a "
+    "newline makes str(ContractError) span two lines",
+)
+def test_error_is_one_line_even_when_an_unknown_key_contains_a_newline() -> None:
+    event = session_event()
+    event["data"]["bad\nkey"] = 1
+    err = refused(event)
+    assert err.rule == "extra_forbidden"
+
+
+# -- acceptance -----------------------------------------------------------------------------------
+
+
+def test_design_example_parses_into_utc_instants() -> None:
+    event = parse_event(DESIGN_EXAMPLE)
+    assert isinstance(event, SessionUpserted)
+    assert event.id == "evt_7f3a"
+    assert event.occurred_at == datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+    s = session_from(event.data)
+    assert s.id == "s-1001" and s.version == 3 and s.therapist_id == "t-17"
+    assert s.client == d.Client("c-88", "Jane Doe")
+    assert s.kind is d.SessionKind.FOLLOW_UP
+    assert s.status is d.SessionStatus.CONFIRMED
+    assert s.location == d.Location(d.LocationType.IN_PERSON, "10 Harley St, London")
+    assert s.change == d.Change(d.ChangeReason.CLIENT_REQUESTED, d.Actor.THERAPIST)
+    assert s.cancellation is None
+    assert s.start == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    assert s.end - s.start == timedelta(minutes=50)
+
+
+@pytest.mark.parametrize("raw_type", [str, bytes, dict])
+def test_every_input_form_is_accepted(raw_type: type) -> None:
+    raw: Any = {
+        str: DESIGN_EXAMPLE,
+        bytes: DESIGN_EXAMPLE.encode(),
+        dict: json.loads(DESIGN_EXAMPLE),
+    }[raw_type]
+    assert parse_event(raw).data.id == "s-1001"
+
+
+def test_offset_is_converted_to_utc() -> None:
+    event = parse_event(
+        with_data(start="2026-06-01T11:00:00+01:00", end="2026-06-01T11:50:00+01:00")
+    )
+    assert isinstance(event, SessionUpserted)
+    start = event.data.start
+    assert start.utcoffset() == timedelta(0)
+    assert start.tzinfo is UTC
+    assert (start.hour, start.minute) == (10, 0)
+    assert event.data.end == datetime(2026, 6, 1, 10, 50, tzinfo=UTC)
+
+
+def test_z_suffix_and_negative_offset_become_utc() -> None:
+    event = parse_event(with_data(start="2026-06-01T05:00:00-05:00", end="2026-06-01T10:50:00Z"))
+    assert isinstance(event, SessionUpserted)
+    assert event.data.start == datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    assert event.data.start.tzinfo is UTC and event.data.end.tzinfo is UTC
+
+
+def test_cancelled_session_with_cancellation_parses() -> None:
+    event = parse_event(
+        with_data(status="cancelled", cancellation={"reason": "not_best_fit", "by": "team"})
+    )
+    assert isinstance(event, SessionUpserted)
+    s = session_from(event.data)
+    assert s.cancellation == d.Cancellation(d.CancellationReason.NOT_BEST_FIT, d.Actor.TEAM)
+    assert not s.blocks_time
+
+
+@pytest.mark.parametrize(
+    "location",
+    [{"type": "video", "url": "https://meet.example/abc"}, {"type": "video"}, {"type": "phone"}],
+)
+def test_remote_locations_need_no_address(location: dict[str, str]) -> None:
+    event = parse_event(with_data(location=location))
+    assert isinstance(event, SessionUpserted)
+    assert event.data.location.type.value == location["type"]
+
+
+def test_therapist_event_parses_with_defaults() -> None:
+    event = parse_event(therapist_event(timezone="America/New_York"))
+    assert isinstance(event, TherapistUpserted)
+    assert event.data.timezone == "America/New_York"
+    assert event.data.privacy.client_label is d.ClientLabel.NONE
+    assert event.data.privacy.include_location is True
+
+
+def test_offer_event_parses_and_expiry_defaults_to_24_hours() -> None:
+    event = parse_event(
+        {
+            "id": "evt_o1",
+            "type": "offer.upserted",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "data": {
+                "id": "o-1",
+                "version": 1,
+                "session_id": "s-1001",
+                "alternatives": [
+                    {"start": "2026-12-02T10:00:00+01:00", "end": "2026-12-02T10:50:00+01:00"}
+                ],
+                "sent_at": "2026-11-21T10:00:00Z",
+                "state": "pending",
+            },
+        }
+    )
+    assert isinstance(event, OfferUpserted)
+    offer = offer_from(event.data)
+    assert offer.alternatives[0].start == datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert offer.expires_at == datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+def test_reserved_slot_event_parses() -> None:
+    event = parse_event(
+        {
+            "id": "evt_r1",
+            "type": "reserved_slot.upserted",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "data": {
+                "id": "r-1",
+                "version": 1,
+                "therapist_id": "t-17",
+                "client": {"id": "c-88"},
+                "first_start_local": "2026-12-01T10:00:00",
+                "timezone": "Europe/London",
+                "duration_minutes": 50,
+                "rrule": "FREQ=WEEKLY",
+                "state": "active",
+            },
+        }
+    )
+    assert isinstance(event, ReservedSlotUpserted)
+    assert event.data.first_start_local == datetime(2026, 12, 1, 10, 0)
+
+
+# -- the committed JSON Schema --------------------------------------------------------------------
+
+
+def test_committed_schema_equals_the_contract() -> None:
+    committed = json.loads(SCHEMA_FILE.read_text())
+    generated = json.loads(json.dumps(json_schema()))
+    assert committed == generated, (
+        "syncd/schema/platform-events.schema.json is out of date: regenerate it from "
+        "syncd.contract.json_schema()"
+    )
+
+
+def test_schema_names_every_event_type() -> None:
+    text = SCHEMA_FILE.read_text()
+    for name in ("therapist.upserted", "session.upserted", "offer.upserted"):
+        assert name in text
+    assert "reserved_slot.upserted" in text
+
+
+def test_schema_validates_the_design_example() -> None:
+    jsonschema = pytest.importorskip(
+        "jsonschema", reason="jsonschema is not installed; the schema/example check needs it"
+    )
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors(json.loads(DESIGN_EXAMPLE))) == []
+    bad = json.loads(DESIGN_EXAMPLE)
+    bad["data"]["kind"] = "group"
+    assert list(validator.iter_errors(bad)) != []
