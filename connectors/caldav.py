@@ -163,13 +163,15 @@ def _parse_retry_after(value: str | None, now: datetime | None = None) -> float 
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def _error_for_status(
+def _translate_status(
     status: int,
     preconditions: frozenset[str],
     retry_after: str | None,
     op: _Op,
     what: str,
+    detail: str = "",
 ) -> ConnectorError:
+    """The HTTP-status half of :func:`_translate` (which is its only caller)."""
     message = f"{what}: HTTP {status}"
     if preconditions:
         message += " (" + ", ".join(sorted(preconditions)) + ")"
@@ -197,7 +199,8 @@ def _error_for_status(
         return NotFound(message)
     if status == 412:
         return PreconditionFailed(message)
-    return ProtocolError(message)
+    detail = " ".join(detail.split())[:200]
+    return ProtocolError(f"{message}: {detail}" if detail else message)
 
 
 def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
@@ -205,9 +208,8 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, ConnectorError):
         return exc
     if isinstance(exc, _HTTPStatusError):
-        return _error_for_status(
-            exc.status, exc.preconditions, exc.headers.get("Retry-After"), op, what
-        )
+        retry_after = exc.headers.get("Retry-After")
+        return _translate_status(exc.status, exc.preconditions, retry_after, op, what, exc.text)
     if isinstance(exc, caldav_error.RateLimitError):
         # Raised by the library itself for 429, and for 503 with Retry-After.
         return Transient(
@@ -217,7 +219,7 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, caldav_error.DAVError):
         if exc.status is not None:
             preconditions = frozenset(exc.preconditions)
-            return _error_for_status(exc.status, preconditions, None, op, what)
+            return _translate_status(exc.status, preconditions, None, op, what, exc.reason)
         if isinstance(exc, caldav_error.NotFoundError):
             return NotFound(f"{what}: {exc.reason}")
         return ProtocolError(f"{what}: {exc}")
@@ -346,9 +348,8 @@ class CalDAVConnector:
     """
 
     def __init__(self, settings: CalDAVSettings) -> None:
-        if not settings.calendar_url and (
-            not settings.calendar_id or "/" in settings.calendar_id
-        ):
+        dedicated = not settings.calendar_url
+        if dedicated and (not settings.calendar_id or "/" in settings.calendar_id):
             raise ValueError("calendar_id must be a non-empty name without '/'")
         self.settings = settings
         self._client: Any = _DAVClientFactory(
@@ -409,11 +410,15 @@ class CalDAVConnector:
             etag = self._etag_of(href)
         return FetchedItem(href=href, etag=etag, body=_body_text(response))
 
-    def create(self, name: str, body: str) -> RemoteItem:
+    def href_for(self, name: str) -> str:
         if not name or "/" in name or name in (".", ".."):
             raise ProtocolError(f"invalid resource name {name!r}")
+        self.ensure_calendar()
+        return self._calendar_path + name
+
+    def create(self, name: str, body: str) -> RemoteItem:
+        href = self.href_for(name)
         calendar = self.ensure_calendar()
-        href = self._calendar_path + name
         response = self._request(
             "PUT",
             calendar + quote(name, safe=""),
@@ -490,7 +495,7 @@ class CalDAVConnector:
         return _with_slash(str(calendar.url))
 
     def _resource_kind(self, url: str) -> str | None:
-        """"calendar", "collection" or "resource" for what is at ``url``; None when absent."""
+        """What is at ``url``: "calendar", "collection", "resource", or None when absent."""
         try:
             response = self._request(
                 "PROPFIND",

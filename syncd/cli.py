@@ -21,12 +21,12 @@ from syncd.app import App
 from syncd.logs import setup_logging
 
 console = Console()
-err_console = Console(stderr=True)
 
 
 class CliError(click.ClickException):
     def show(self, file: Any = None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+        # Plain echo: one line, never wrapped to the terminal width.
+        click.echo(f"error: {self.message}", err=True)
 
 
 class Group(click.Group):
@@ -111,12 +111,13 @@ def run(ctx: click.Context) -> None:
     default=None,
     help="Keep the demo's database and calendars here (default: a temporary folder).",
 )
+@click.option("--step-delay", type=float, default=3.0, hidden=True)
 @click.pass_context
-def demo(ctx: click.Context, state_dir: Path | None) -> None:
+def demo(ctx: click.Context, state_dir: Path | None, step_delay: float) -> None:
     """Start syncd with an embedded Radicale and sample data; subscribe and watch."""
     from syncd.demo import run_demo
 
-    run_demo(state_dir, console)
+    run_demo(state_dir, console, step_delay=step_delay)
 
 
 @main.command()
@@ -135,10 +136,9 @@ def ingest(ctx: click.Context, file: Any) -> None:
         counts[outcome.result.value] = counts.get(outcome.result.value, 0) + 1
         if not outcome.ok:
             refused += 1
-            err_console.print(
+            click.echo(
                 f"line {lineno}: event {outcome.event_id or '?'} refused: {outcome.error}",
-                highlight=False,
-                markup=False,
+                err=True,
             )
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no events"
     console.print(summary, highlight=False)
@@ -274,33 +274,25 @@ def status(ctx: click.Context) -> None:
     rows = operations.status(app)
     now = app.clock()
     table = Table(title="syncd status")
-    for col in (
-        "therapist",
-        "conn",
-        "provider",
-        "state",
-        "entries",
-        "last success",
-        "next pass",
-        "failures",
-        "drift repaired",
-        "last error",
-    ):
-        table.add_column(col)
+    table.add_column("therapist", no_wrap=True)
+    table.add_column("calendar", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for col in ("entries", "last success", "next pass", "drift"):
+        table.add_column(col, justify="right")
+    table.add_column("last error", overflow="fold")
     colours = {"ok": "green", "error": "red", "auth_failed": "red", "new": "yellow"}
     for r in rows:
         colour = colours.get(r.state, "white")
+        state = r.state if not r.failures else f"{r.state} (failures: {r.failures})"
         table.add_row(
             r.therapist_id,
-            str(r.connection_id or "-"),
-            r.provider or "-",
-            f"[{colour}]{r.state}[/]",
+            f"{r.provider} #{r.connection_id}" if r.connection_id else "-",
+            f"[{colour}]{state}[/]",
             str(r.entries),
             _ago(r.last_success_at, now),
             _ago(r.due_at, now) if r.due_at else "-",
-            str(r.failures),
             str(r.drift),
-            (r.last_error or "")[:60],
+            r.last_error or "",
         )
     console.print(table)
     if not rows:

@@ -34,7 +34,7 @@ class DaemonConfig(_Section):
     state_dir: Path = Field(default_factory=_default_state_dir)
     workers: int = Field(4, ge=1, le=64)
     poll_interval: float = Field(0.2, gt=0, le=10)
-    lease_seconds: float = Field(300, ge=10)
+    lease_seconds: float = Field(60, ge=3)
     shutdown_timeout: float = Field(30, ge=0)
 
 

@@ -251,15 +251,20 @@ def _first_error(exc: ValidationError) -> ContractError:
     return ContractError(field, rule, message)
 
 
+def load_json(raw: str | bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError("event", "json", f"malformed JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ContractError("event", "json_object", "an event must be a JSON object")
+    return value
+
+
 def parse_event(raw: str | bytes | dict[str, Any]) -> PlatformEvent:
     """Parse and validate one event; raise ContractError naming the field and the rule."""
     if not isinstance(raw, dict):
-        try:
-            raw = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ContractError("event", "json", f"malformed JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ContractError("event", "json_object", "an event must be a JSON object")
+        raw = load_json(raw)
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:

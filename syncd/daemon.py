@@ -30,6 +30,20 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def dead_local_owner(owner: str) -> bool:
+    """True for a lease owner id of a process on this host that no longer exists."""
+    parts = owner.split(":")
+    if len(parts) < 3 or parts[-3] != socket.gethostname() or not parts[-2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Daemon:
     def __init__(self, app: App, *, owner: str | None = None) -> None:
         self.app = app
@@ -62,6 +76,15 @@ class Daemon:
             coalesce=True,
             max_instances=1,
         )
+        scheduler.add_job(
+            self._heartbeat,
+            "interval",
+            seconds=max(1.0, cfg.lease_seconds / 3),
+            id="heartbeat",
+            coalesce=True,
+            max_instances=1,
+        )
+        await loop.run_in_executor(None, self._reclaim)
         scheduler.start()
         log.info(
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
@@ -95,6 +118,24 @@ class Daemon:
         self._in_flight.pop(therapist_id, None)
         self.passes += 1
         self._wake.set()  # a slot freed up: more work may be waiting
+
+    def _reclaim(self) -> None:
+        with self.app.sessions() as s:
+            freed = queue.reclaim(s, dead_local_owner, self.app.clock())
+        if freed:
+            log.info("took over %d therapists from a stopped process", len(freed))
+
+    async def _heartbeat(self) -> None:
+        running = list(self._in_flight)
+        if not running:
+            return
+        until = self.app.clock() + timedelta(seconds=self.app.config.daemon.lease_seconds)
+
+        def renew() -> None:
+            with self.app.sessions() as s:
+                queue.renew(s, self.owner, running, until)
+
+        await asyncio.get_running_loop().run_in_executor(None, renew)
 
     def _claim(self, limit: int) -> list[queue.Claim]:
         lease = timedelta(seconds=self.app.config.daemon.lease_seconds)

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.fernet import Fernet
 from rich.console import Console
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from syncd import config as config_mod
 from syncd import operations
@@ -122,13 +122,16 @@ def _state_dir(requested: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _mirrored(app: App, count: int, timeout: float = 30) -> bool:
+async def _in_sync(app: App, timeout: float = 30) -> bool:
+    """Wait until the mirror status table holds exactly the desired entries."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    engine = app.engine()
     while loop.time() < deadline:
+        desired = engine.desired(THERAPIST) or {}
         with app.sessions() as s:
-            n = s.scalar(select(func.count()).select_from(MirrorRow)) or 0
-        if n == count:
+            rows = s.execute(select(MirrorRow.uid, MirrorRow.content_hash)).all()
+        if dict(rows) == {uid: e.content_hash for uid, e in desired.items()}:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -178,7 +181,7 @@ async def _play(
             app, THERAPIST, url=server.url, username=USERNAME, password=server.password or ""
         ),
     )
-    if not await _mirrored(app, 5):
+    if not await _in_sync(app):
         console.print("[red]the first mirror did not complete; see the log above[/]")
     with app.sessions() as s:
         from syncd.store import repo
@@ -229,7 +232,7 @@ async def _play(
         ingest.ingest(event)
         console.print(f"→ {message}", highlight=False)
     if not serving.done():
-        await _mirrored(app, 4)
+        await _in_sync(app)
         console.print(
             "Story done: 4 sessions mirrored. Edit or delete them in your calendar "
             "and watch syncd restore them. Press Ctrl-C to stop.",

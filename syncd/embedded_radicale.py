@@ -36,6 +36,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    # SO_REUSEADDR as the server itself uses it: only a listener, not TIME_WAIT leftovers, counts.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -69,6 +81,7 @@ class EmbeddedRadicale:
         self.port: int = port or 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._log_start = 0  # where this start's output begins in the (appended) log
 
     @property
     def url(self) -> str:
@@ -102,18 +115,24 @@ class EmbeddedRadicale:
         attempts = 1 if self._requested_port else _PORT_ATTEMPTS
         for attempt in range(attempts):
             self.port = self._requested_port or free_port(self.host)
-            self._spawn()
+            # Otherwise whoever holds the port would answer the readiness probe for us.
+            if _port_in_use(self.host, self.port):
+                if self._requested_port:
+                    raise RuntimeError(f"port {self.port} on {self.host} is already in use")
+                continue
+            process = self._spawn()
             try:
                 self._wait_ready(_START_TIMEOUT)
                 return
             except RuntimeError:
-                exited = self._process is not None and self._process.poll() is not None
+                exited = process.poll() is not None
                 tail = self._stderr_tail()
                 self._terminate()
                 in_use = "address already in use" in tail.lower()
                 if exited and in_use and attempt + 1 < attempts:
                     continue
                 raise
+        raise RuntimeError(f"no free port for Radicale on {self.host} after {attempts} attempts")
 
     def stop(self) -> None:
         """Terminate the server and wait for it (killing it if it does not exit in time)."""
@@ -154,12 +173,13 @@ class EmbeddedRadicale:
         config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return config
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         config = self._write_config()
         env = dict(os.environ)
         # An inherited RADICALE_CONFIG would be merged into ours.
         env.pop("RADICALE_CONFIG", None)
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "radicale", "--config", str(config)],
             stdin=subprocess.DEVNULL,
@@ -168,6 +188,7 @@ class EmbeddedRadicale:
             cwd=self.folder,
             env=env,
         )
+        return self._process
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -201,7 +222,9 @@ class EmbeddedRadicale:
 
     def _stderr_tail(self) -> str:
         try:
-            data = self.log_path.read_bytes()
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                data = log.read()
         except OSError:
             return "(no log)"
         return data[-_STDERR_TAIL:].decode("utf-8", errors="replace")

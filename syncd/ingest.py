@@ -52,14 +52,17 @@ class Ingestor:
 
     def ingest(self, raw: str | bytes | dict[str, Any]) -> Outcome:
         """Validate and apply one event. Never raises for bad input: the outcome says why."""
-        event_id = raw.get("id") if isinstance(raw, dict) else None
+        event_id: object = None
         try:
+            if not isinstance(raw, dict):
+                raw = c.load_json(raw)
+            event_id = raw.get("id")
             event = c.parse_event(raw)
             event_id = event.id
             with self._sessions.begin() as s:
                 return self._apply(s, event)
         except ContractError as exc:
-            log.info("event %s refused: %s", event_id or "?", exc)
+            log.debug("event %s refused: %s", event_id or "?", exc)
             return Outcome(str(event_id) if event_id else None, Result.REFUSED, error=str(exc))
 
     def ingest_many(self, raws: Iterable[str | bytes | dict[str, Any]]) -> list[Outcome]:

@@ -3,6 +3,7 @@ signal, and collect output."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,10 @@ def _env() -> dict[str, str]:
     env.pop("SYNCD_CONFIG", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def jsonl(events: list[dict[str, object]]) -> str:
+    return "".join(json.dumps(e) + "\n" for e in events)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:

@@ -15,6 +15,7 @@ import http.client
 import socket
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -22,7 +23,6 @@ from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import pytest
-from lxml import etree
 
 from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings, _parse_retry_after
@@ -168,7 +168,7 @@ class CalDAVTarget:
             {"Depth": "1", "Content-Type": "application/xml"},
         )
         assert status == 207, status
-        tree = etree.fromstring(body)
+        tree = ET.fromstring(body)
         count = 0
         for response in tree.iterfind("{DAV:}response"):
             name = response.findtext(".//{DAV:}displayname")
@@ -235,6 +235,15 @@ def test_create_is_listed_with_the_same_href_and_etag(conn: Connector) -> None:
     assert item.href.startswith("/") and item.href.endswith("/session-1.ics")
     fetched = conn.get(item.href)
     assert (fetched.href, fetched.etag) == (item.href, item.etag)
+
+
+def test_href_for_predicts_the_href_of_a_create(conn: Connector) -> None:
+    predicted = conn.href_for("predicted.ics")
+    item = conn.create("predicted.ics", vcalendar(new_uid()))
+    assert item.href == predicted
+    assert list(conn.changes(None).changed) == [predicted]
+    with pytest.raises(ProtocolError):
+        conn.href_for("no/slashes.ics")
 
 
 def test_create_twice_is_already_exists(conn: Connector) -> None:

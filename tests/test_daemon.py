@@ -19,7 +19,7 @@ from tests import factories as f
 from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.proc import run_syncd, start_syncd, wait_for
+from tests.proc import jsonl, run_syncd, start_syncd, wait_for
 
 
 def prepared(
@@ -39,10 +39,6 @@ def prepared(
         app.close()
     assert cal
     return cfg, path, cal
-
-
-def jsonl(events: list[dict[str, object]]) -> str:
-    return "".join(json.dumps(e) + "\n" for e in events)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -6,6 +6,7 @@ PostgreSQL with several replicas: exactly one replica wins each row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,3 +108,38 @@ def acquire(s: Session, therapist_id: str, owner: str, now: datetime, lease: tim
     ).first()
     s.commit()
     return won is not None
+
+
+def renew(s: Session, owner: str, therapist_ids: list[str], until: datetime) -> None:
+    """Heartbeat: keep the leases of passes still running (and their retry-if-dead time)."""
+    if not therapist_ids:
+        return
+    s.execute(
+        update(SyncQueueRow)
+        .where(SyncQueueRow.lease_owner == owner)
+        .where(SyncQueueRow.therapist_id.in_(therapist_ids))
+        .where(SyncQueueRow.due_at == SyncQueueRow.lease_until)
+        .values(lease_until=until, due_at=until)
+    )
+    s.execute(
+        update(SyncQueueRow)
+        .where(SyncQueueRow.lease_owner == owner)
+        .where(SyncQueueRow.therapist_id.in_(therapist_ids))
+        .values(lease_until=until)
+    )
+    s.commit()
+
+
+def reclaim(s: Session, is_dead: Callable[[str], bool], now: datetime) -> list[str]:
+    """Free the leases whose owner is known to be dead (a crashed process on this host), so a
+    restart does not wait for them to expire; their work becomes due at once."""
+    rows = s.scalars(select(SyncQueueRow).where(SyncQueueRow.lease_owner.is_not(None))).all()
+    freed = []
+    for row in rows:
+        if row.lease_owner and is_dead(row.lease_owner):
+            row.lease_owner = None
+            row.lease_until = None
+            row.due_at = now
+            freed.append(row.therapist_id)
+    s.commit()
+    return freed

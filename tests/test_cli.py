@@ -1,0 +1,118 @@
+"""The command line: one-line errors, status table, resync dry run, config commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from syncd.cli import main
+from tests import factories as f
+from tests.caldav_servers import CalDAVServer
+from tests.conftest import make_config, write_config
+from tests.proc import jsonl, run_syncd
+
+
+def cli(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["--config", str(config), *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "syncd.toml", make_config(tmp_path / "state"))
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    cases = [
+        (["resync"], "name one or more therapists"),
+        (["resync", "t-nobody"], "unknown therapist"),
+        (
+            [
+                "connect",
+                "caldav",
+                "t-nobody",
+                "--url",
+                "http://127.0.0.1:9/",
+                "--username",
+                "u",
+                "--password-file",
+                str(pw),
+            ],
+            "unknown therapist",
+        ),
+        (
+            [
+                "connect",
+                "caldav",
+                "t-1",
+                "--url",
+                "http://127.0.0.1:9/",
+                "--username",
+                "u",
+                "--password-file",
+                str(tmp_path / "missing"),
+            ],
+            "cannot read secret file",
+        ),
+    ]
+    for args, needle in cases:
+        out = run_syncd(cfg, *args)
+        assert out.returncode != 0, args
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_bad_config_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[daemon]\nworkers = 'many'\n")
+    out = run_syncd(bad, "check-config")
+    assert out.returncode != 0
+    assert out.stderr.strip().count("\n") == 0 and "daemon.workers" in out.stderr
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[daemon]\nworkerz = 2\n")
+    out = run_syncd(unknown, "check-config")
+    assert out.returncode != 0 and "daemon.workerz" in out.stderr
+    out = run_syncd(tmp_path / "nope.toml", "status")
+    assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+def test_check_config_db_upgrade_and_status(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "syncd.toml", make_config(tmp_path / "state"))
+    code, out, _ = cli(cfg, "check-config")
+    assert code == 0 and "configuration is valid" in out
+    code, out, _ = cli(cfg, "db", "upgrade")
+    assert code == 0 and "up to date" in out
+    code, _, _ = cli(cfg, "ingest", "-", stdin=jsonl([f.therapist()]))
+    assert code == 0
+    code, out, _ = cli(cfg, "status")
+    assert code == 0 and "t-1" in out and "not connected" in out
+
+
+def test_resync_dry_run_prints_the_plan_and_changes_nothing(
+    tmp_path: Path, radicale_server: CalDAVServer
+) -> None:
+    cfg = write_config(tmp_path / "syncd.toml", make_config(tmp_path / "state"))
+    pw = tmp_path / "pw"
+    pw.write_text(radicale_server.password)
+    cli(cfg, "ingest", "-", stdin=jsonl([f.therapist(), f.session("s-1", f.future(days=3))]))
+    code, out, err = cli(
+        cfg,
+        "connect",
+        "caldav",
+        "t-1",
+        "--url",
+        radicale_server.url,
+        "--username",
+        radicale_server.username,
+        "--password-file",
+        str(pw),
+    )
+    assert code == 0, err
+    code, out, _ = cli(cfg, "resync", "t-1", "--dry-run")
+    assert code == 0 and "would apply 1 change" in out and "create" in out
+    code, out, _ = cli(cfg, "resync", "t-1", "--dry-run")
+    assert "would apply 1 change" in out  # still pending: the dry run applied nothing
+    code, out, _ = cli(cfg, "resync", "--all")
+    assert code == 0 and "applied 1 change" in out
+    code, out, _ = cli(cfg, "status")
+    assert "ok" in out
