@@ -348,19 +348,23 @@ class CalDAVConnector:
     """
 
     def __init__(self, settings: CalDAVSettings) -> None:
+        """No network I/O happens here; unusable settings raise ValueError."""
         dedicated = not settings.calendar_url
         if dedicated and (not settings.calendar_id or "/" in settings.calendar_id):
             raise ValueError("calendar_id must be a non-empty name without '/'")
         self.settings = settings
-        self._client: Any = _DAVClientFactory(
-            url=settings.url,
-            username=settings.username,
-            password=settings.password,
-            timeout=settings.timeout,
-            enable_rfc6764=False,
-            # Retry policy (backoff, Retry-After) belongs to the engine, not to a sleeping client.
-            rate_limit_handle=False,
-        )
+        try:
+            self._client: Any = _DAVClientFactory(
+                url=settings.url,
+                username=settings.username,
+                password=settings.password,
+                timeout=settings.timeout,
+                enable_rfc6764=False,
+                # Retries (backoff, Retry-After) belong to the engine, not to a sleeping client.
+                rate_limit_handle=False,
+            )
+        except Exception as exc:
+            raise ValueError(f"unusable CalDAV url {settings.url!r}: {exc}") from exc
         self._calendar_url: str | None = None
         self._calendar_path = ""
         # None until the server has shown whether sync-collection works; then fixed for the

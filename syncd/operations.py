@@ -58,7 +58,23 @@ def connect_caldav(
         finally:
             connector.close()
     with app.sessions.begin() as s:
-        s.add(row)
+        # Connecting the same account again (a new app password, say) updates it in place, so
+        # its mirror status table, and with it every entry already written, carries over.
+        existing = s.scalars(
+            select(ConnectionRow).where(
+                ConnectionRow.therapist_id == therapist_id,
+                ConnectionRow.provider == "caldav",
+                ConnectionRow.url == url,
+                ConnectionRow.username == username,
+            )
+        ).first()
+        if existing is not None:
+            existing.secret = row.secret
+            existing.calendar_url = row.calendar_url
+            existing.state, existing.failures, existing.last_error = "new", 0, None
+            row = existing
+        else:
+            s.add(row)
         s.flush()
         queue.mark_due(s, therapist_id, now, full=True)
         return row.id

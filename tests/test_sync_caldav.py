@@ -225,3 +225,22 @@ def test_session_at_clock_change_keeps_local_time(setup) -> None:  # type: ignor
     assert seen[uid_for("session", "s-a")].start.hour == 10
     assert seen[uid_for("session", "s-b")].start.hour == 10
     assert before.hour == 10 and after.hour == 9
+
+
+def test_connecting_the_same_account_again_keeps_one_mirror(setup) -> None:  # type: ignore[no-untyped-def]
+    app, server, cal = setup
+    app.ingestor().ingest(f.session("s-1", f.future(days=10)))
+    sync(app)
+    assert connect(app, server) == cal
+    with app.sessions() as s:
+        assert len(s.scalars(select(ConnectionRow)).all()) == 1
+    assert sync(app, full=True) == []
+    assert list(read_calendar(server, cal)) == [uid_for("session", "s-1")]
+
+
+def test_stored_password_is_encrypted(setup) -> None:  # type: ignore[no-untyped-def]
+    app, server, _cal = setup
+    with app.sessions() as s:
+        row = s.scalars(select(ConnectionRow)).one()
+    assert server.password.encode() not in row.secret
+    assert app.box.open(row.secret) == server.password
