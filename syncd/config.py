@@ -104,12 +104,21 @@ def load(path: Path | None, env: dict[str, str] | None = None) -> Config:
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    for section, values in _env_overrides(env).items():
-        data.setdefault(section, {}).update(values)
+    overrides = _env_overrides(env)
+    for section, values in overrides.items():
+        current = data.get(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table (a [{section}] section)")
+        data[section] = {**current, **values}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"])
-        origin = f"{path}" if path else "environment"
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc)
+        from_env = len(loc) >= 2 and loc[1] in overrides.get(loc[0], {})
+        if from_env:
+            origin = f"environment variable SYNCD_{loc[0].upper()}_{loc[1].upper()}"
+        else:
+            origin = str(path) if path else "defaults"
         raise ConfigError(f"{origin}: [{where}] {err['msg']}") from None

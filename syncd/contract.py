@@ -36,10 +36,16 @@ class ContractError(ValueError):
     event, ``rule`` a short stable name; ``str()`` is the one line shown to whoever sent it."""
 
     def __init__(self, field: str, rule: str, message: str) -> None:
+        # Field names and values come from the sender: escape line breaks to keep one line.
+        field, message = _one_line(field), _one_line(message)
         super().__init__(f"{field}: {message} [rule: {rule}]")
         self.field = field
         self.rule = rule
         self.message = message
+
+
+def _one_line(text: str) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _check_zone(name: str) -> str:
@@ -175,8 +181,25 @@ class OfferIn(_Model):
     sent_at: Instant
     expires_at: Instant | None = None
     state: d.OfferState
-    accepted_alternative: Annotated[int | None, Field(ge=0)] = None
+    accepted_alternative: Annotated[int | None, Field(ge=0, validate_default=True)] = None
     responded_at: Instant | None = None
+
+    @field_validator("accepted_alternative")
+    @classmethod
+    def _names_an_alternative(cls, value: int | None, info: ValidationInfo) -> int | None:
+        alternatives = info.data.get("alternatives") or []
+        state = info.data.get("state")
+        if value is not None and value >= len(alternatives):
+            raise PydanticCustomError(
+                "alternative_index",
+                "accepted_alternative {value} names no alternative (there are {n})",
+                {"value": value, "n": len(alternatives)},
+            )
+        if state is d.OfferState.ACCEPTED and value is None:
+            raise PydanticCustomError(
+                "alternative_required", "an accepted offer needs accepted_alternative"
+            )
+        return value
 
 
 class ReservedSlotIn(_Model):
