@@ -19,6 +19,16 @@ ETags
     the ``getetag`` property (which agree on every server tested), so they can be sent back
     verbatim in ``If-Match``.
 
+Bodies
+    Sent byte for byte as given (no CRLF rewriting, no SEQUENCE bump). Servers may re-serialise
+    what they store: Radicale and Xandikos both reorder properties, so a body read back equals
+    the one written line for line, and byte for byte only once it is in the server's own form.
+
+Auth
+    The library negotiates the scheme from the server's first 401. Once a server has asked for
+    Basic, later connectors for the same account send it with their first request, so that a
+    connector made for a single quiet sync pass costs a single request.
+
 Errors
     :func:`_translate` is the only place that turns library exceptions, HTTP-library exceptions
     and HTTP statuses into :mod:`connectors.errors` types; every public method runs its network
@@ -32,12 +42,12 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
@@ -68,6 +78,15 @@ CALDAV: Final = "{urn:ietf:params:xml:ns:caldav}"
 # caldav annotates ``timeout`` as int (niquests takes a float) and leaves principal discovery
 # and calendar creation unannotated, so the client is handled as Any.
 _DAVClientFactory: Any = DAVClient
+
+_T = TypeVar("_T")
+
+# (origin, username) pairs whose server has challenged this process with Basic auth. Connectors
+# are cheap to make (one per sync pass, say); a new one for the same account sends Basic
+# credentials with its first request instead of first collecting a 401, so a pass that finds
+# nothing changed costs one request. Only ever learnt from the server's own challenge, so no
+# credentials go anywhere, or in any form, that the server did not ask for.
+_BASIC_AUTH_ORIGINS: set[tuple[str, str]] = set()
 
 # A server that keeps truncating its sync-collection reply would otherwise loop forever.
 _MAX_SYNC_PAGES: Final = 1000
@@ -370,6 +389,11 @@ class CalDAVConnector:
         # None until the server has shown whether sync-collection works; then fixed for the
         # lifetime of this instance.
         self._sync_supported: bool | None = None
+        parts = urlsplit(settings.url)
+        self._auth_key = (f"{parts.scheme}://{parts.netloc}".lower(), settings.username)
+        self._preemptive_basic = self._auth_key in _BASIC_AUTH_ORIGINS
+        if self._preemptive_basic:
+            self._client.auth = http_lib.auth.HTTPBasicAuth(settings.username, settings.password)
 
     # -- Connector protocol ---------------------------------------------------------------------
 
@@ -391,7 +415,7 @@ class CalDAVConnector:
         return url
 
     def changes(self, token: str | None) -> Changes:
-        calendar = self.ensure_calendar()
+        calendar = self._calendar()
         try:
             if token is not None and self._sync_supported is not False:
                 try:
@@ -417,12 +441,12 @@ class CalDAVConnector:
     def href_for(self, name: str) -> str:
         if not name or "/" in name or name in (".", ".."):
             raise ProtocolError(f"invalid resource name {name!r}")
-        self.ensure_calendar()
+        self._calendar()
         return self._calendar_path + name
 
     def create(self, name: str, body: str) -> RemoteItem:
         href = self.href_for(name)
-        calendar = self.ensure_calendar()
+        calendar = self._calendar()
         response = self._request(
             "PUT",
             calendar + quote(name, safe=""),
@@ -476,7 +500,7 @@ class CalDAVConnector:
     # -- calendar discovery ---------------------------------------------------------------------
 
     def _find_or_create_dedicated(self) -> str:
-        principal = self._client.principal()
+        principal = self._with_auth_fallback(self._client.principal)
         home = principal.calendar_home_set
         home_url = _with_slash(str(home.url))
         candidate = home_url + quote(self.settings.calendar_id, safe="") + "/"
@@ -530,6 +554,19 @@ class CalDAVConnector:
                     return "collection"
             return "resource"
         return None
+
+    def _calendar(self) -> str:
+        """The calendar URL for the other methods. A configured ``calendar_url`` is used without
+        the PROPFIND that ensure_calendar() spends on it: a connector made for one sync pass
+        then costs a single request when nothing changed, and a calendar that has gone away
+        still shows up as NotFound from the request that needed it."""
+        if self._calendar_url is not None:
+            return self._calendar_url
+        if self.settings.calendar_url:
+            url = _with_slash(urljoin(self.settings.url, self.settings.calendar_url))
+            self._calendar_path = _href_path(url)
+            return url
+        return self.ensure_calendar()
 
     def _forget_calendar(self) -> None:
         self._calendar_url = None
@@ -620,7 +657,7 @@ class CalDAVConnector:
     # -- single resources -----------------------------------------------------------------------
 
     def _member_url(self, href: str) -> str:
-        calendar = self.ensure_calendar()
+        calendar = self._calendar()
         path = urlsplit(href).path if "://" in href else href
         if not path.startswith("/"):
             raise ProtocolError(f"href {href!r} is not an absolute path")
@@ -679,7 +716,9 @@ class CalDAVConnector:
     ) -> Any:
         what = f"{method} {url}"
         with _translated(op, what):
-            response = self._client.request(url, method, body, dict(headers or {}))
+            response = self._with_auth_fallback(
+                lambda: self._client.request(url, method, body, dict(headers or {}))
+            )
             status = int(response.status)
             if status not in ok:
                 raise _HTTPStatusError(
@@ -689,3 +728,20 @@ class CalDAVConnector:
                     str(response.raw or "")[:500],
                 )
             return response
+
+    def _with_auth_fallback(self, call: Callable[[], _T]) -> _T:
+        try:
+            result = call()
+        except caldav_error.AuthorizationError as exc:
+            if exc.status != 401 or not self._preemptive_basic:
+                raise
+            # Basic was assumed from another connector's experience and refused (the password
+            # changed, or the server now wants another scheme): forget it and let the library
+            # negotiate from the server's challenge, which also tells a wrong password apart.
+            self._preemptive_basic = False
+            _BASIC_AUTH_ORIGINS.discard(self._auth_key)
+            self._client.auth = None
+            result = call()
+        if isinstance(self._client.auth, http_lib.auth.HTTPBasicAuth):
+            _BASIC_AUTH_ORIGINS.add(self._auth_key)
+        return result

@@ -181,6 +181,15 @@ class OfferIn(_Model):
     sent_at: Instant
     expires_at: Instant | None = None
     state: d.OfferState
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_after_sent(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        sent = info.data.get("sent_at")
+        if value is not None and sent is not None and value <= sent:
+            raise PydanticCustomError("expires_after_sent", "expires_at must be after sent_at")
+        return value
+
     accepted_alternative: Annotated[int | None, Field(ge=0, validate_default=True)] = None
     responded_at: Instant | None = None
 
@@ -202,13 +211,23 @@ class OfferIn(_Model):
         return value
 
 
+def _wall_clock(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        raise PydanticCustomError(
+            "wall_clock_time", "a local wall-clock time without offset; the zone is in timezone"
+        )
+    return value
+
+
 class ReservedSlotIn(_Model):
     id: EntityId
     version: Version
     therapist_id: EntityId
     client: ClientIn
     first_start_local: Annotated[
-        datetime, Field(description="wall-clock start of the first occurrence, no offset")
+        datetime,
+        AfterValidator(_wall_clock),
+        Field(description="wall-clock start of the first occurrence, no offset"),
     ]
     timezone: Zone
     duration_minutes: Annotated[int, Field(ge=5, le=480)]

@@ -14,7 +14,7 @@ from syncd import domain as d
 
 UID_DOMAIN = "syncd"
 NAME_PREFIX = "syncd-"
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,80}")
+_SAFE_ID = re.compile(r"[a-z0-9._-]{1,64}")
 
 LOCATION_WORDS = {
     d.LocationType.IN_PERSON: "In-person session",
@@ -76,10 +76,14 @@ class PlatformState:
 
 
 def safe_id(entity_id: str) -> str:
-    """Platform ids become part of UIDs and resource names: keep readable ones, hash the rest."""
+    """Platform ids become part of UIDs and resource names. Lower-case URL-safe ids stay as they
+    are; others are lower-cased and cleaned for readability with a hash of the original
+    appended, so ids differing only in case never collide on case-insensitive servers."""
     if _SAFE_ID.fullmatch(entity_id):
         return entity_id
-    return "h" + hashlib.sha256(entity_id.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(entity_id.encode()).hexdigest()[:16]
+    readable = re.sub(r"[^a-z0-9._-]+", "-", entity_id.lower()).strip("-")[:40]
+    return f"{readable}-h{digest}" if readable else f"h{digest}"
 
 
 def uid_for(kind: str, entity_id: str) -> str:

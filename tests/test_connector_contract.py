@@ -248,10 +248,12 @@ def test_href_for_predicts_the_href_of_a_create(conn: Connector) -> None:
 
 def test_create_twice_is_already_exists(conn: Connector) -> None:
     uid = new_uid()
-    conn.create("twice.ics", vcalendar(uid))
+    first = conn.create("twice.ics", vcalendar(uid))
     with pytest.raises(AlreadyExists):
         conn.create("twice.ics", vcalendar(uid, summary="second"))
-    assert conn.get(conn.changes(None).changed.popitem()[0]).body.count("second") == 0
+    kept = conn.get(first.href)
+    assert kept.etag == first.etag
+    assert "second" not in kept.body
 
 
 def test_create_with_a_uid_taken_by_another_resource_is_already_exists(conn: Connector) -> None:
@@ -439,12 +441,49 @@ def caldav_connector(server: CalDAVServer, **overrides: Any) -> CalDAVConnector:
     return CalDAVTarget(server).connector(**overrides)
 
 
+def test_calendar_url_that_is_not_a_calendar_is_a_protocol_error(
+    caldav_server: CalDAVServer,
+) -> None:
+    calendar = caldav_connector(caldav_server).ensure_calendar()
+    home = calendar.rstrip("/").rsplit("/", 1)[0] + "/"
+    with pytest.raises(ProtocolError):
+        caldav_connector(caldav_server, calendar_url=home).ensure_calendar()
+
+
 def test_wrong_password_is_auth_failed(radicale_server: CalDAVServer) -> None:
     conn = caldav_connector(radicale_server, password="wrong")
     with pytest.raises(AuthFailed):
         conn.ensure_calendar()
     with pytest.raises(AuthFailed):
         conn.changes(None)
+
+
+def test_a_new_connector_for_a_known_account_authenticates_at_once(
+    radicale_server: CalDAVServer, http_proxy: Callable[[str], HTTPProxy]
+) -> None:
+    proxy = http_proxy(radicale_server.url)
+    first = caldav_connector(radicale_server, url=proxy.url)
+    calendar = first.ensure_calendar()
+    token = first.changes(None).token
+    assert proxy.requests[0].headers.get("Authorization") is None  # learnt from the 401
+    del proxy.requests[:]
+    # What the engine does on every pass: a fresh connector for the stored calendar.
+    second = caldav_connector(radicale_server, url=proxy.url, calendar_url=calendar)
+    assert second.changes(token).changed == {}
+    assert proxy.methods() == ["REPORT"]
+    assert proxy.requests[0].headers["Authorization"].startswith("Basic ")
+
+
+def test_a_changed_password_is_auth_failed_even_when_basic_was_assumed(
+    radicale_server: CalDAVServer, http_proxy: Callable[[str], HTTPProxy]
+) -> None:
+    proxy = http_proxy(radicale_server.url)
+    calendar = caldav_connector(radicale_server, url=proxy.url).ensure_calendar()
+    stale = caldav_connector(radicale_server, url=proxy.url, password="old password")
+    with pytest.raises(AuthFailed):
+        stale.changes(None)
+    fixed = caldav_connector(radicale_server, url=proxy.url)
+    assert fixed.ensure_calendar() == calendar
 
 
 def test_another_users_calendar_is_auth_failed(radicale_server: CalDAVServer) -> None:
@@ -462,7 +501,7 @@ def test_body_is_sent_byte_for_byte(
     proxy = http_proxy(caldav_server.url)
     conn = caldav_connector(caldav_server, url=proxy.url)
     uid = new_uid()
-    # Deliberately unusual: LF endings, non-ASCII, trailing property order of our own choosing.
+    # Deliberately not what a server would store: LF line endings and non-ASCII text.
     body = lf(vcalendar(uid, summary="Séance — privée"))
     item = conn.create("exact.ics", body)
     conn.update(item.href, body.replace("SEQUENCE:3", "SEQUENCE:4"), item.etag)

@@ -11,14 +11,19 @@ from datetime import UTC, datetime, timedelta
 import icalendar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from connectors.base import Changes, FetchedItem, RemoteItem
-from connectors.errors import AlreadyExists, NotFound, PreconditionFailed
+from connectors.errors import AlreadyExists, NotFound, PreconditionFailed, ProtocolError, Transient
 from syncd import ical
 from syncd.engine import Engine
 from syncd.plan import Action, Drift, MirrorRecord, Op, plan, resource_name
 from syncd.project import Entry, is_ours, name_for, uid_for
+from syncd.retry import RetryPolicy
+from syncd.store import repo
+from syncd.store.tables import Base, ConnectionRow, TherapistRow
 
 CAL = "/dav/therapist/syncd/"
 STAMP = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -199,17 +204,27 @@ def test_resource_name_decodes_the_last_segment() -> None:
 
 
 class FakeCalendar:
-    """An IN-MEMORY MODEL of one CalDAV calendar, used only by the pure property tests in this
-    file. It implements the Connector protocol with the conditional-write semantics of a CalDAV
-    server as connectors/caldav.py reports them: create is PUT with If-None-Match: * (something
-    there → AlreadyExists); update is PUT with If-Match (missing → NotFound, other ETag →
-    PreconditionFailed); delete is DELETE with an optional If-Match (same errors); every write
-    gives a fresh ETag. Real servers (Radicale, Xandikos) are covered by the connector contract
-    suite, not here."""
+    """An IN-MEMORY MODEL of one CalDAV calendar, used only by the property tests in this file
+    (no network, no database server). The real servers (Radicale, Xandikos) are covered by the
+    connector contract suite, not here.
 
-    def __init__(self) -> None:
+    It implements the Connector protocol with the conditional-write semantics of a CalDAV server
+    as connectors/caldav.py reports them: create is PUT with If-None-Match: * (something there →
+    AlreadyExists); update is PUT with If-Match (missing → NotFound, other ETag →
+    PreconditionFailed); delete is DELETE with an optional If-Match (same errors); every write
+    gives a fresh counter-based ETag. Sync tokens work like RFC 6578: changes(token) reports what
+    was written or deleted since; a resource created and deleted since the token is reported as
+    deleted or, with ``omit_transient_deletes``, not at all (as Xandikos does)."""
+
+    def __init__(self, *, omit_transient_deletes: bool = False) -> None:
         self.items: dict[str, tuple[str, str]] = {}  # href -> (etag, body)
-        self.deletes: list[str] = []
+        self.deletes: list[str] = []  # hrefs deleted through the protocol
+        self.omit_transient_deletes = omit_transient_deletes
+        # write number -> error raised *after* that protocol write was applied (a lost response)
+        self.faults: dict[int, Exception] = {}
+        self.writes = 0  # protocol writes applied so far
+        self._journal: list[str] = []  # hrefs in the order they were written or deleted
+        self._tokens: dict[str, tuple[int, frozenset[str]]] = {}
         self._counter = 0
 
     # Connector protocol
@@ -218,7 +233,20 @@ class FakeCalendar:
         return "https://fake.invalid" + CAL
 
     def changes(self, token: str | None) -> Changes:
-        return Changes(full=True, changed=self.listing(), token="tok")
+        if token is None or token not in self._tokens:
+            return Changes(full=True, changed=self.listing(), token=self._token())
+        position, existed = self._tokens[token]
+        touched = set(self._journal[position:])
+        return Changes(
+            full=False,
+            changed={h: self.items[h][0] for h in touched if h in self.items},
+            deleted=frozenset(
+                h
+                for h in touched
+                if h not in self.items and (h in existed or not self.omit_transient_deletes)
+            ),
+            token=self._token(),
+        )
 
     def href_for(self, name: str) -> str:
         return CAL + name
@@ -233,14 +261,18 @@ class FakeCalendar:
         href = self.href_for(name)
         if href in self.items:
             raise AlreadyExists(href)
-        return RemoteItem(href, self.put(href, body))
+        item = RemoteItem(href, self.put(href, body))
+        self._written()
+        return item
 
     def update(self, href: str, body: str, etag: str) -> RemoteItem:
         if href not in self.items:
             raise NotFound(href)
         if self.items[href][0] != etag:
             raise PreconditionFailed(href)
-        return RemoteItem(href, self.put(href, body))
+        item = RemoteItem(href, self.put(href, body))
+        self._written()
+        return item
 
     def delete(self, href: str, etag: str | None) -> None:
         if href not in self.items:
@@ -248,7 +280,8 @@ class FakeCalendar:
         if etag is not None and self.items[href][0] != etag:
             raise PreconditionFailed(href)
         self.deletes.append(href)
-        del self.items[href]
+        self.remove(href)
+        self._written()
 
     def close(self) -> None:
         pass
@@ -259,13 +292,26 @@ class FakeCalendar:
         self._counter += 1
         etag = f'"{self._counter}"'
         self.items[href] = (etag, body)
+        self._journal.append(href)
         return etag
 
     def remove(self, href: str) -> None:
-        self.items.pop(href, None)
+        if self.items.pop(href, None) is not None:
+            self._journal.append(href)
 
     def listing(self) -> dict[str, str]:
         return {h: etag for h, (etag, _) in self.items.items()}
+
+    def _token(self) -> str:
+        token = f"tok-{len(self._tokens)}"
+        self._tokens[token] = (len(self._journal), frozenset(self.items))
+        return token
+
+    def _written(self) -> None:
+        self.writes += 1
+        fault = self.faults.pop(self.writes, None)
+        if fault is not None:
+            raise fault
 
 
 @functools.cache
@@ -321,6 +367,7 @@ POOL = [
 HISTORY = ["absent", "synced", "edited", "retagged", "deleted", "orphan", "orphan_unlisted"]
 FOREIGN_NAMES = ["dentist.ics", "gym class.ics", "SYNCD-session-s-1.ics", "3F2504E0-4F89.ics"]
 ORPHAN_NAMES = ["syncd-session-zz-1.ics", "syncd-hold-h0.ics", "syncd-.ics"]
+HALF_WRITTEN = "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n"
 
 
 @st.composite
@@ -338,6 +385,12 @@ def entries(draw: st.DrawFn, kind: str, entity_id: str) -> Entry:
     )
 
 
+@st.composite
+def desired_sets(draw: st.DrawFn) -> dict[str, Entry]:
+    chosen = [draw(st.none() | entries(kind, entity_id)) for kind, entity_id in POOL]
+    return {e.uid: e for e in chosen if e is not None}
+
+
 def foreign_body(name: str, variant: int) -> str:
     return (
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Phone//EN\r\nBEGIN:VEVENT\r\n"
@@ -345,6 +398,10 @@ def foreign_body(name: str, variant: int) -> str:
         f"DTSTART:20261201T0{variant % 10}0000Z\r\nSUMMARY:private {variant}\r\n"
         "END:VEVENT\r\nEND:VCALENDAR\r\n"
     )
+
+
+def edited_by_therapist(body: str) -> str:
+    return body.replace("SUMMARY:", "SUMMARY:moved by me ", 1)
 
 
 @dataclasses.dataclass
@@ -360,24 +417,21 @@ class Scenario:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
-    """Desired entries, and a calendar plus mirror table reached by a plausible history: earlier
-    passes (some interrupted between a write and its status row), the therapist editing or deleting
-    our events, foreign events, then a full or incremental listing of what happened since the
-    last successful pass's token."""
-    cal = FakeCalendar()
-    desired: dict[str, Entry] = {}
+    """Desired entries, and a calendar plus mirror table reached by a plausible history: the pass
+    that stored the sync token, then (after it) passes interrupted between a write and its status
+    row, the therapist editing or deleting our events, foreign events coming and going; then a
+    full listing or the changes since that token."""
+    cal = FakeCalendar(omit_transient_deletes=draw(st.booleans()))
+    desired = draw(desired_sets())
     mirror: dict[str, MirrorRecord] = {}
-    since_token: set[str] = set()  # hrefs written after the stored sync token
-    deleted: set[str] = set()
     edited: set[str] = set()
     lost: set[str] = set()
+    later: list[tuple[str, str, str, Entry]] = []  # (history, kind, id, old): after the token
 
     for kind, entity_id in POOL:
         uid = uid_for(kind, entity_id)
         where = cal.href_for(name_for(uid))
-        want = draw(st.none() | entries(kind, entity_id))
-        if want is not None:
-            desired[uid] = want
+        want = desired.get(uid)
         history = draw(st.sampled_from(HISTORY))
         if history == "orphan_unlisted" and want is None:
             # An unlisted orphan nothing asks for is invisible to an incremental pass by
@@ -386,52 +440,56 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         if history == "absent":
             continue
         old = want if want is not None and draw(st.booleans()) else draw(entries(kind, entity_id))
+        later.append((history, kind, entity_id, old))
+        if history in ("orphan", "orphan_unlisted"):
+            if history == "orphan_unlisted":  # written before the token, yet no status row
+                cal.put(where, render(old, STAMP - timedelta(days=1)))
+            continue
         etag = cal.put(where, render(old, STAMP - timedelta(days=1)))
-        if history == "orphan":  # written by a pass that died before its status row
-            since_token.add(where)
-            continue
-        if history == "orphan_unlisted":  # the same, but the listing misses it
-            continue
         mirror[uid] = MirrorRecord(uid, where, etag, old.content_hash)
-        if history == "synced":
-            if draw(st.booleans()):  # our own write after the token: listed, same ETag
-                since_token.add(where)
+
+    foreign_names = draw(st.lists(st.sampled_from(FOREIGN_NAMES), unique=True))
+    foreign_later = {
+        name: draw(st.sampled_from(["before", "after", "edit", "delete"])) for name in foreign_names
+    }
+    for i, name in enumerate(foreign_names):
+        if foreign_later[name] != "after":
+            cal.put(cal.href_for(name), foreign_body(name, i))
+
+    token = cal.changes(None).token  # the last successful pass ends here
+
+    for history, kind, entity_id, old in later:
+        uid = uid_for(kind, entity_id)
+        where = cal.href_for(name_for(uid))
+        if history == "synced" and draw(st.booleans()):
+            # our own write of the same content after the token, status row updated
+            mirror[uid] = dataclasses.replace(mirror[uid], etag=cal.put(where, render(old)))
         elif history == "edited":  # the therapist changed our event on their phone
-            body = cal.items[where][1].replace("SUMMARY:", "SUMMARY:moved by me ", 1)
-            cal.put(where, body)
-            since_token.add(where)
+            cal.put(where, edited_by_therapist(cal.items[where][1]))
             edited.add(uid)
         elif history == "retagged":  # a pass died after its update, before the status row
             cal.put(where, render(draw(entries(kind, entity_id))))
-            since_token.add(where)
             edited.add(uid)
         elif history == "deleted":  # the therapist deleted our event
             cal.remove(where)
-            deleted.add(where)
             lost.add(uid)
-
-    for i, name in enumerate(draw(st.lists(st.sampled_from(FOREIGN_NAMES), unique=True))):
+        elif history == "orphan":  # a pass died after its create, before the status row
+            cal.put(where, render(old))
+    for i, name in enumerate(foreign_names):
         where = cal.href_for(name)
-        cal.put(where, foreign_body(name, i))
-        if draw(st.booleans()):
-            since_token.add(where)
+        if foreign_later[name] == "after":
+            cal.put(where, foreign_body(name, i))
+        elif foreign_later[name] == "edit":
+            cal.put(where, foreign_body(name, i + 10))
+        elif foreign_later[name] == "delete":
+            cal.remove(where)
     for name in draw(st.lists(st.sampled_from(ORPHAN_NAMES), unique=True)):
-        where = cal.href_for(name)
-        cal.put(where, "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")  # half-written, even
-        since_token.add(where)
-    # Servers may report deletions of things created and deleted since the token.
+        cal.put(cal.href_for(name), HALF_WRITTEN)
     for name in draw(st.lists(st.sampled_from(["gone.ics", "syncd-session-gone.ics"]))):
-        deleted.add(cal.href_for(name))
+        cal.put(cal.href_for(name), HALF_WRITTEN)  # created and deleted since the token
+        cal.remove(cal.href_for(name))
 
-    if draw(st.booleans()):
-        observed = cal.changes(None)
-    else:
-        observed = Changes(
-            full=False,
-            changed={h: cal.items[h][0] for h in since_token},
-            deleted=frozenset(deleted),
-            token="tok-2",
-        )
+    observed = cal.changes(None if draw(st.booleans()) else token)
     foreign = {h: v for h, v in cal.items.items() if not is_ours(resource_name(h))}
     return Scenario(
         cal,
@@ -466,9 +524,7 @@ def assert_converged(
     assert set(mirror) == set(desired)
     # The therapist's own events: untouched, byte for byte, same ETag.
     assert {h: v for h, v in cal.items.items() if h in foreign} == foreign
-    # Nothing left to do, however the next pass observes the calendar.
-    assert plan(desired, mirror, cal.changes(None)) == []
-    assert plan(desired, mirror, Changes(full=False)) == []
+    assert {h for h in cal.items if not is_ours(resource_name(h))} == set(foreign)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -488,6 +544,9 @@ def test_applying_the_plan_converges(sc: Scenario) -> None:
     assert_converged(cal, desired, mirror, sc.foreign)
     # A move is an update in place: nothing desired was ever deleted to be re-created.
     assert not {cal.href_for(e.name) for e in desired.values()} & set(cal.deletes)
+    # Nothing left to do, whether the next pass lists everything or the changes since.
+    assert plan(desired, mirror, cal.changes(None)) == []
+    assert plan(desired, mirror, cal.changes(sc.observed.token)) == []
 
 
 RACES = ["none", "edit", "delete", "create"]
@@ -508,13 +567,134 @@ def test_concurrent_edits_during_the_pass_still_converge(sc: Scenario, data: st.
         race = data.draw(st.sampled_from(RACES), label=f"race on {target}")
         current = cal.items.get(target)
         if race == "edit" and current is not None:
-            cal.put(target, current[1].replace("SUMMARY:", "SUMMARY:edited ", 1))
+            cal.put(target, edited_by_therapist(current[1]))
         elif race == "delete" and current is not None:
             cal.remove(target)
         elif race == "create" and current is None:
-            cal.put(target, "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n")
+            cal.put(target, HALF_WRITTEN)
 
     engine = make_engine(cal)
     for a in actions:
         apply(engine, cal, mirror, a)
     assert_converged(cal, desired, mirror, sc.foreign)
+    assert plan(desired, mirror, cal.changes(None)) == []
+    assert plan(desired, mirror, cal.changes(sc.observed.token)) == []
+
+
+# -- the real Engine.run_pass over several passes ------------------------------------------------
+
+
+class ScriptedEngine(Engine):
+    """The real engine; only the projection is replaced by the entries the test wants."""
+
+    wanted: dict[str, Entry]
+
+    def desired(self, therapist_id: str) -> dict[str, Entry] | None:
+        return dict(self.wanted)
+
+
+def database() -> sessionmaker[Session]:
+    engine = create_engine(
+        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+    )
+    Base.metadata.create_all(engine)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory.begin() as s:
+        s.add(
+            TherapistRow(
+                id="t-1",
+                version=1,
+                display_name="Dr Example",
+                timezone="Europe/London",
+                working_hours=[],
+                slot_minutes=50,
+                buffer_minutes=10,
+                active=True,
+                privacy={},
+                updated_at=STAMP,
+            )
+        )
+        s.add(
+            ConnectionRow(
+                therapist_id="t-1",
+                provider="caldav",
+                url="https://fake.invalid/",
+                username="therapist",
+                secret=b"not used",
+                calendar_url=None,
+                state="ok",
+                sync_token=None,
+                failures=0,
+                created_at=STAMP,
+            )
+        )
+    return factory
+
+
+def stored_mirror(factory: sessionmaker[Session]) -> dict[str, MirrorRecord]:
+    with factory() as s:
+        (conn,) = repo.connections(s, "t-1")
+        return repo.mirror(s, conn.id)
+
+
+THERAPIST_ACTS = ["keep", "edit", "delete"]
+LOST_RESPONSE = ["none", "transient", "permanent"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=desired_sets(),
+    second=desired_sets(),
+    xandikos=st.booleans(),
+    data=st.data(),
+)
+def test_engine_passes_converge_across_therapist_edits_and_lost_responses(
+    first: dict[str, Entry],
+    second: dict[str, Entry],
+    xandikos: bool,
+    data: st.DataObject,
+) -> None:
+    """Pass 1 writes ``first``; the therapist then edits or deletes some of it and adds events of
+    their own; pass 2 must make the calendar ``second`` from the changes since pass 1's token,
+    even when some write's response is lost (the server applied it; the engine saw a transient
+    error, or a permanent one that fails the pass and leaves the repair to pass 3)."""
+    cal = FakeCalendar(omit_transient_deletes=xandikos)
+    factory = database()
+    engine = ScriptedEngine(
+        factory,
+        lambda _conn: cal,
+        clock=lambda: STAMP,
+        policy=RetryPolicy(attempts=2, base=1e-6, cap=1e-6),
+    )
+
+    engine.wanted = first
+    report = engine.run_pass("t-1")
+    assert not report.failed, report
+    assert_converged(cal, first, stored_mirror(factory), {})
+
+    foreign: dict[str, tuple[str, str]] = {}
+    for i, name in enumerate(data.draw(st.lists(st.sampled_from(FOREIGN_NAMES), unique=True))):
+        cal.put(cal.href_for(name), foreign_body(name, i))
+        foreign[cal.href_for(name)] = cal.items[cal.href_for(name)]
+    for e in first.values():
+        act = data.draw(st.sampled_from(THERAPIST_ACTS), label=f"therapist on {e.name}")
+        if act == "edit":
+            cal.put(cal.href_for(e.name), edited_by_therapist(cal.items[cal.href_for(e.name)][1]))
+        elif act == "delete":
+            cal.remove(cal.href_for(e.name))
+
+    lost = data.draw(st.sampled_from(LOST_RESPONSE), label="lost response")
+    if lost != "none":
+        nth = data.draw(st.integers(1, 6), label="on write number")
+        error = Transient("connection reset") if lost == "transient" else ProtocolError("garbage")
+        cal.faults[cal.writes + nth] = error
+
+    engine.wanted = second
+    report = engine.run_pass("t-1")
+    if report.failed:
+        assert lost == "permanent", report
+        report = engine.run_pass("t-1")  # the next pass repairs it
+        assert not report.failed, report
+    assert_converged(cal, second, stored_mirror(factory), foreign)
+    # And a pass with nothing new does nothing.
+    assert engine.run_pass("t-1").connections[0].actions == []

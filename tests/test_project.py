@@ -383,3 +383,11 @@ def test_london_clock_changes(local_day: datetime, utc_instant: datetime) -> Non
     )
     # The VTIMEZONE shipped in the body agrees, so clients without zone data get it right too.
     assert embedded_offset(cal, local_day) == local_day - utc_instant.replace(tzinfo=None)
+
+
+def test_ids_differing_only_in_case_get_names_that_differ_case_insensitively() -> None:
+    from syncd.project import name_for, safe_id, uid_for
+
+    names = {name_for(uid_for("session", i)).lower() for i in ("ABC", "abc", "Abc", "aBC")}
+    assert len(names) == 4
+    assert safe_id("s-1001") == "s-1001"  # ordinary ids stay readable

@@ -176,12 +176,6 @@ def test_cancelling_a_past_session_is_not_a_move() -> None:
     check_session_change(old, new, NOW)
 
 
-def test_a_location_only_change_needs_no_reason() -> None:
-    old = session()
-    new = dataclasses.replace(old, version=2, location=d.Location(d.LocationType.PHONE))
-    check_session_change(old, new, NOW)
-
-
 @pytest.mark.parametrize("start", [FUTURE, PAST], ids=["future", "past"])
 def test_the_therapist_of_a_session_is_immutable(start: datetime) -> None:
     old = session(start)
