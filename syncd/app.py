@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.caldav import CalDAVConnector, CalDAVSettings
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import Connector
+from connectors.caldav import CalDAVConnector, CalDAVSettings
 from syncd import retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config

@@ -458,9 +458,12 @@ def test_offer_expiring_before_it_was_sent_is_refused() -> None:
         "type": "offer.upserted",
         "occurred_at": "2026-11-21T10:00:00Z",
         "data": {
-            "id": "o-1", "version": 1, "session_id": "s-1",
+            "id": "o-1",
+            "version": 1,
+            "session_id": "s-1",
             "alternatives": [{"start": "2026-12-02T10:00:00Z", "end": "2026-12-02T10:50:00Z"}],
-            "sent_at": "2026-11-21T10:00:00Z", "expires_at": "2026-11-21T09:00:00Z",
+            "sent_at": "2026-11-21T10:00:00Z",
+            "expires_at": "2026-11-21T09:00:00Z",
             "state": "pending",
         },
     }
@@ -475,9 +478,15 @@ def test_reserved_slot_local_start_must_not_carry_an_offset() -> None:
         "type": "reserved_slot.upserted",
         "occurred_at": "2026-11-21T10:00:00Z",
         "data": {
-            "id": "r-1", "version": 1, "therapist_id": "t-1", "client": {"id": "c-1"},
-            "first_start_local": "2026-12-01T10:00:00+01:00", "timezone": "Europe/London",
-            "duration_minutes": 50, "rrule": "FREQ=WEEKLY", "state": "active",
+            "id": "r-1",
+            "version": 1,
+            "therapist_id": "t-1",
+            "client": {"id": "c-1"},
+            "first_start_local": "2026-12-01T10:00:00+01:00",
+            "timezone": "Europe/London",
+            "duration_minutes": 50,
+            "rrule": "FREQ=WEEKLY",
+            "state": "active",
         },
     }
     with pytest.raises(ContractError) as exc:
