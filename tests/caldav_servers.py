@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from syncd.embedded_radicale import EmbeddedRadicale, free_port
+from syncd.embedded_radicale import EmbeddedRadicale, free_port, terminate
 
 __all__ = [
     "CalDAVServer",
@@ -110,13 +110,8 @@ class XandikosProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=_STOP_TIMEOUT)
+        if process is not None:
+            terminate(process, _STOP_TIMEOUT)
         if self._log is not None:
             self._log.close()
             self._log = None
