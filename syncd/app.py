@@ -3,7 +3,9 @@ daemon, the CLI and the demo."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +17,8 @@ from syncd.clock import Clock, utc_now
 from syncd.config import Config
 from syncd.engine import Engine
 from syncd.ingest import Ingestor
-from syncd.secrets import SecretBox, load_or_create_key
+from syncd.outbox import WEBHOOK_SECRET_ENV, Deliverer
+from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file
 from syncd.store import database
 from syncd.store.tables import ConnectionRow
 
@@ -66,4 +69,25 @@ class App:
         return Engine(self.sessions, self.connector_for, clock=self.clock, policy=policy)
 
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.sessions, self.clock)
+        hold = timedelta(hours=self.config.offers.hold_hours)
+        return Ingestor(self.sessions, self.clock, hold=hold)
+
+    def webhook_secret(self) -> bytes:
+        """The HMAC key that signs notifications to the platform: ``$SYNCD_WEBHOOK_SECRET``, else
+        the ``[platform] webhook_secret_file``. Empty when no webhook is configured and no secret
+        is given; an error when a webhook URL is configured without one."""
+        if env := os.environ.get(WEBHOOK_SECRET_ENV, "").strip():
+            return env.encode()
+        platform = self.config.platform
+        if platform.webhook_secret_file is not None:
+            return read_secret_file(platform.webhook_secret_file).encode()
+        if platform.webhook_url:
+            raise SecretError(
+                f"[platform] webhook_url is set but there is no webhook secret: set "
+                f"${WEBHOOK_SECRET_ENV} or [platform] webhook_secret_file"
+            )
+        return b""
+
+    def deliverer(self) -> Deliverer:
+        """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
+        return Deliverer(self.sessions, self.config.platform, self.webhook_secret(), self.clock)

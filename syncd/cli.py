@@ -297,6 +297,65 @@ def status(ctx: click.Context) -> None:
     console.print(table)
     if not rows:
         console.print("no therapists yet: ingest some events (syncd ingest FILE)")
+    console.print(_outbox_line(app, now), highlight=False, markup=False)
+
+
+def _outbox_line(app: App, now: datetime) -> str:
+    from syncd import outbox
+
+    with app.sessions() as s:
+        summary = outbox.pending_summary(s)
+    if not summary.pending:
+        return "outbox: nothing pending"
+    oldest = _ago(summary.oldest_pending_created_at, now)
+    line = f"outbox: {summary.pending} pending (oldest {oldest}), {summary.failing} failing"
+    if not app.config.platform.webhook_url:
+        line += " - not sent: no [platform] webhook_url"
+    return line
+
+
+@main.command("outbox")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.pass_context
+def outbox_cmd(ctx: click.Context, limit: int) -> None:
+    """Recent notifications to the platform and their delivery state."""
+    from rich.markup import escape
+
+    from syncd import outbox
+
+    app = _app(ctx)
+    now = app.clock()
+    with app.sessions() as s:
+        entries = outbox.list_recent(s, limit)
+    table = Table(title="syncd outbox")
+    table.add_column("id", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("created", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    colours = {"delivered": "green", "pending": "yellow", "failing": "red"}
+    for e in entries:
+        if e.state == "delivered":
+            state = f"delivered {_ago(e.delivered_at, now)}"
+        elif e.state == "failing":
+            due = e.next_attempt_at
+            retry = _ago(due, now) if due is not None and due > now else "now"
+            plural = "" if e.attempts == 1 else "s"
+            state = f"failing ({e.attempts} attempt{plural}, next try {retry})"
+        else:
+            state = "pending"
+        table.add_row(
+            e.event_id,
+            e.topic,
+            _ago(e.created_at, now),
+            f"[{colours[e.state]}]{state}[/]",
+            "" if e.state == "delivered" else escape(e.last_error or ""),
+        )
+    console.print(table)
+    if not entries:
+        console.print("no notifications yet")
+    elif not app.config.platform.webhook_url:
+        console.print("no [platform] webhook_url: notifications are kept, not sent", markup=False)
 
 
 @main.group()

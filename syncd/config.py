@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(Exception):
@@ -56,8 +56,34 @@ class CalDAVConfig(_Section):
     calendar_id: str = "syncd"
 
 
+class OffersConfig(_Section):
+    hold_hours: float = Field(24, gt=0, le=24 * 14)
+    sweep_interval: float = Field(1.0, gt=0, le=60)
+
+
 class SecurityConfig(_Section):
     key_file: Path | None = None  # empty: <state_dir>/secret.key
+
+
+class PlatformConfig(_Section):
+    """Outbound notifications to the platform (a signed webhook fed from the outbox)."""
+
+    webhook_url: str = ""  # empty: keep notifications in the outbox, send nothing
+    # The HMAC key is read from this file or $SYNCD_WEBHOOK_SECRET; never inline here.
+    webhook_secret_file: Path | None = None
+    timeout: float = Field(10, gt=0, le=300)
+    retry_base: float = Field(2, gt=0)
+    retry_cap: float = Field(600, gt=0)
+    batch: int = Field(50, ge=1, le=1000)
+    poll_interval: float = Field(1.0, gt=0, le=3600)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
 
 
 class LoggingConfig(_Section):
@@ -70,7 +96,9 @@ class Config(_Section):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     caldav: CalDAVConfig = Field(default_factory=CalDAVConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    offers: OffersConfig = Field(default_factory=OffersConfig)
 
     @property
     def database_url(self) -> str:

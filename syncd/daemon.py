@@ -19,6 +19,7 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from syncd import expiry
 from syncd.app import App
 from syncd.engine import PassReport
 from syncd.store import queue
@@ -54,7 +55,11 @@ class Daemon:
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._scheduler: AsyncIOScheduler | None = None
         self.passes = 0
+        # Notifications to the platform (the outbox), sent only when a webhook is configured.
+        self._deliverer = app.deliverer() if app.config.platform.webhook_url else None
+        self._delivering: asyncio.Future[int] | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,7 +89,28 @@ class Daemon:
             coalesce=True,
             max_instances=1,
         )
+        if self._deliverer is not None:
+            scheduler.add_job(
+                self._deliver,
+                "interval",
+                seconds=self.app.config.platform.poll_interval,
+                id="outbox",
+                coalesce=True,
+                max_instances=1,
+            )
+        scheduler.add_job(
+            self._sweep,
+            "interval",
+            seconds=self.app.config.offers.sweep_interval,
+            id="expiry-sweep",
+            coalesce=True,
+            max_instances=1,
+        )
+        # Before anything else: offers that expired while we were down release their holds
+        # now, so the first passes already write the calendars without them.
+        await self._sweep(scheduler)
         await loop.run_in_executor(None, self._reclaim)
+        self._scheduler = scheduler
         scheduler.start()
         log.info(
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
@@ -100,6 +126,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
             await self._drain(cfg.shutdown_timeout)
             self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._deliverer is not None:
+                await loop.run_in_executor(None, self._deliverer.close)  # after the send in flight
             log.info("syncd stopped after %d passes", self.passes)
 
     async def _dispatch(self) -> None:
@@ -118,6 +146,34 @@ class Daemon:
         self._in_flight.pop(therapist_id, None)
         self.passes += 1
         self._wake.set()  # a slot freed up: more work may be waiting
+
+    async def _sweep(self, scheduler: AsyncIOScheduler | None = None) -> None:
+        """Expire what is due, then set an exact wake-up for the next expiry."""
+        loop = asyncio.get_running_loop()
+        sessions = self.app.sessions
+        expired = await loop.run_in_executor(None, expiry.expire_due, sessions, self.app.clock())
+        if expired:
+            self.wake()
+        nxt = await loop.run_in_executor(None, expiry.next_expiry, sessions)
+        scheduler = scheduler or self._scheduler
+        if nxt is not None and scheduler is not None:
+            # APScheduler runs on the wall clock; the injected clock only matters in tests,
+            # where the periodic sweep covers any difference.
+            scheduler.add_job(
+                self._sweep,
+                "date",
+                run_date=nxt,
+                id="expiry-next",
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+
+    async def _deliver(self) -> None:
+        """Send due outbox notifications on a worker thread. The job returns at once; a round
+        still running (a slow platform) is not doubled, and the scheduler never warns about it."""
+        if self._deliverer is not None and (self._delivering is None or self._delivering.done()):
+            loop = asyncio.get_running_loop()
+            self._delivering = loop.run_in_executor(None, self._deliverer.deliver_due)
 
     def _reclaim(self) -> None:
         with self.app.sessions() as s:

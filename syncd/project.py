@@ -8,9 +8,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from syncd import domain as d
+from syncd import recurrence
 
 UID_DOMAIN = "syncd"
 NAME_PREFIX = "syncd-"
@@ -119,38 +121,133 @@ def location_text(location: d.Location, privacy: d.Privacy) -> str | None:
     return "Phone call"
 
 
-def _session_entry(t: d.Therapist, s: d.Session) -> Entry:
-    title = "Therapy session"
-    label = client_label(s.client, t.privacy.client_label)
-    if label:
-        title += f" · {label}"
-    unconfirmed = s.status is d.SessionStatus.UNCONFIRMED
-    if unconfirmed:
-        title += " (unconfirmed)"
+def _title(base: str, client: d.Client, t: d.Therapist) -> str:
+    label = client_label(client, t.privacy.client_label)
+    return f"{base} · {label}" if label else base
+
+
+def local_label(instant: datetime, zone: str) -> str:
+    """ "Tue 2 Dec 14:05" in the therapist's zone: how expiries are shown in titles."""
+    local = instant.astimezone(ZoneInfo(zone))
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def _session_entry(t: d.Therapist, s: d.Session, pending: d.Offer | None, sequence: int) -> Entry:
     uid = uid_for("session", s.id)
+    unconfirmed = s.status is d.SessionStatus.UNCONFIRMED
+    if pending is not None:
+        # The original slot stays blocked while the client considers the alternatives.
+        until = local_label(pending.expires_at, t.timezone)
+        title = _title(f"Blocked: original slot (offer open until {until})", s.client, t)
+        status = "CONFIRMED"
+    else:
+        title = _title("Therapy session", s.client, t)
+        if unconfirmed:
+            title += " (unconfirmed)"
+        status = "TENTATIVE" if unconfirmed else "CONFIRMED"
     return Entry(
         uid=uid,
         name=name_for(uid),
-        kind="session",
+        kind="blocked" if pending is not None else "session",
         start=s.start,
         end=s.end,
         timezone=t.timezone,
         summary=title,
-        status="TENTATIVE" if unconfirmed else "CONFIRMED",
-        sequence=s.version,
+        status=status,
+        sequence=sequence,
         location=location_text(s.location, t.privacy),
         description=f"{LOCATION_WORDS[s.location.type]}. {MANAGED_NOTE}",
     )
 
 
+def _hold_entries(t: d.Therapist, offer: d.Offer, session: d.Session) -> list[Entry]:
+    until = local_label(offer.expires_at, t.timezone)
+    held_for = client_label(session.client, t.privacy.client_label) or "client"
+    entries = []
+    for i, alt in enumerate(offer.alternatives):
+        uid = uid_for("hold", f"{offer.id}.{i}")
+        entries.append(
+            Entry(
+                uid=uid,
+                name=name_for(uid),
+                kind="hold",
+                start=alt.start,
+                end=alt.end,
+                timezone=t.timezone,
+                summary=f"Held for {held_for} — until {until}",
+                status="TENTATIVE",
+                sequence=offer.version,
+                description=(
+                    f"Alternative time {i + 1} of {len(offer.alternatives)} offered for a "
+                    f"session; released automatically at {until} if not accepted. {MANAGED_NOTE}"
+                ),
+            )
+        )
+    return entries
+
+
+def _reserved_entry(
+    t: d.Therapist, slot: d.ReservedSlot, sessions: tuple[d.Session, ...]
+) -> Entry | None:
+    first = recurrence.first_start(slot)
+    if slot.until is not None and slot.until <= first:
+        return None  # ended before it ever started
+    own = [x for x in sessions if x.client.id == slot.client.id]
+    exdates: set[datetime] = set()
+    for x in own:
+        if x.blocks_time:
+            exdates.update(o.start for o in recurrence.occurrences(slot, x.start, x.end))
+    rule = slot.rrule.removeprefix("RRULE:")
+    if slot.until is not None:
+        # UNTIL is inclusive; one second before the end keeps an occurrence starting exactly
+        # at the end out, as "future occurrences disappear" asks.
+        last = slot.until - timedelta(seconds=1)
+        rule += f";UNTIL={last.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    uid = uid_for("reserved", slot.id)
+    return Entry(
+        uid=uid,
+        name=name_for(uid),
+        kind="reserved",
+        start=first,
+        end=first + slot.duration,
+        timezone=slot.timezone,
+        summary=_title("Reserved slot", slot.client, t),
+        status="CONFIRMED",
+        # EXDATEs change with the client's sessions, not with the reservation's version: count
+        # those versions too so SEQUENCE only ever grows.
+        sequence=slot.version + sum(x.version for x in own),
+        description=f"Regular time reserved for an ongoing client. {MANAGED_NOTE}",
+        rrule=rule,
+        exdates=tuple(sorted(exdates)),
+    )
+
+
 def project(state: PlatformState, now: datetime) -> dict[str, Entry]:
-    """Desired entries keyed by UID. ``now`` decides what has expired (holds, in a later step)."""
-    del now  # sessions do not depend on the clock; offers and reservations will
+    """Desired entries keyed by UID. ``now`` decides which offers are still pending: a hold is
+    gone from the projection the moment its offer expires, whether or not anything else ran."""
     t = state.therapist
     entries: dict[str, Entry] = {}
+    pending = {
+        o.session_id: o
+        for o in state.offers
+        if o.state is d.OfferState.PENDING and now < o.expires_at
+    }
+    offer_versions: dict[str, int] = {}
+    for o in state.offers:
+        bump = o.version + (1 if o.state is d.OfferState.EXPIRED else 0)
+        offer_versions[o.session_id] = offer_versions.get(o.session_id, 0) + bump
     # A paused therapist takes no new bookings, but booked sessions still happen: they stay.
     for s in state.sessions:
-        if s.blocks_time:
-            e = _session_entry(t, s)
-            entries[e.uid] = e
+        if not s.blocks_time:
+            continue
+        offer = pending.get(s.id)
+        e = _session_entry(t, s, offer, s.version + offer_versions.get(s.id, 0))
+        entries[e.uid] = e
+        if offer is not None:
+            for hold in _hold_entries(t, offer, s):
+                entries[hold.uid] = hold
+    for slot in state.reserved_slots:
+        r = _reserved_entry(t, slot, state.sessions)
+        if r is not None:
+            entries[r.uid] = r
     return entries

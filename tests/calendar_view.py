@@ -29,6 +29,19 @@ class Seen:
         return value
 
 
+def read_raw(server: CalDAVServer, calendar_url: str) -> list[icalendar.Calendar]:
+    """Every calendar object resource as the server stores it."""
+    with caldav.DAVClient(
+        url=server.url, username=server.username, password=server.password, timeout=10
+    ) as client:
+        out = []
+        for obj in client.calendar(url=calendar_url).events():
+            if not obj.data:
+                obj.load()
+            out.append(icalendar.Calendar.from_ical(obj.data))
+        return out
+
+
 def read_calendar(server: CalDAVServer, calendar_url: str) -> dict[str, Seen]:
     """Every VEVENT in the calendar, keyed by UID (a duplicate UID fails the read)."""
     with caldav.DAVClient(

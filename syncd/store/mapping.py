@@ -6,7 +6,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from syncd import domain as d
-from syncd.store.tables import ReservedSlotRow, SessionRow, TherapistRow
+from syncd.store.tables import OfferRow, ReservedSlotRow, SessionRow, TherapistRow
 
 
 def therapist_to_row(t: d.Therapist, row: TherapistRow, now: datetime) -> None:
@@ -115,3 +115,51 @@ def reserved_slot_from_row(row: ReservedSlotRow) -> d.ReservedSlot:
         until=row.until,
         state=d.ReservationState(row.state),
     )
+
+
+def offer_to_row(o: d.Offer, therapist_id: str, row: OfferRow, now: datetime) -> None:
+    row.id = o.id
+    row.version = o.version
+    row.session_id = o.session_id
+    row.therapist_id = therapist_id
+    row.alternatives = [
+        {"start": a.start.isoformat(), "end": a.end.isoformat()} for a in o.alternatives
+    ]
+    row.sent_at = o.sent_at
+    row.expires_at = o.expires_at
+    row.state = o.state.value
+    row.accepted_alternative = o.accepted_alternative
+    row.responded_at = o.responded_at
+    row.updated_at = now
+
+
+def offer_from_row(row: OfferRow) -> d.Offer:
+    return d.Offer(
+        id=row.id,
+        version=row.version,
+        session_id=row.session_id,
+        alternatives=tuple(
+            d.Alternative(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]))
+            for a in row.alternatives
+        ),
+        sent_at=row.sent_at,
+        expires_at=row.expires_at,
+        state=d.OfferState(row.state),
+        accepted_alternative=row.accepted_alternative,
+        responded_at=row.responded_at,
+    )
+
+
+def reserved_slot_to_row(r: d.ReservedSlot, row: ReservedSlotRow, now: datetime) -> None:
+    row.id = r.id
+    row.version = r.version
+    row.therapist_id = r.therapist_id
+    row.client_id = r.client.id
+    row.client_name = r.client.name
+    row.first_start_local = r.first_start_local.isoformat()
+    row.timezone = r.timezone
+    row.duration_minutes = int(r.duration.total_seconds() // 60)
+    row.rrule = r.rrule
+    row.until = r.until
+    row.state = r.state.value
+    row.updated_at = now

@@ -9,11 +9,18 @@ from sqlalchemy.orm import Session
 
 from syncd.plan import MirrorRecord
 from syncd.project import PlatformState
-from syncd.store.mapping import session_from_row, therapist_from_row
+from syncd.store.mapping import (
+    offer_from_row,
+    reserved_slot_from_row,
+    session_from_row,
+    therapist_from_row,
+)
 from syncd.store.tables import (
     ConnectionRow,
     DriftRow,
     MirrorRow,
+    OfferRow,
+    ReservedSlotRow,
     SessionRow,
     TherapistRow,
 )
@@ -26,9 +33,19 @@ def platform_state(s: Session, therapist_id: str) -> PlatformState | None:
     sessions = s.scalars(
         select(SessionRow).where(SessionRow.therapist_id == therapist_id).order_by(SessionRow.id)
     ).all()
+    offers = s.scalars(
+        select(OfferRow).where(OfferRow.therapist_id == therapist_id).order_by(OfferRow.id)
+    ).all()
+    slots = s.scalars(
+        select(ReservedSlotRow)
+        .where(ReservedSlotRow.therapist_id == therapist_id)
+        .order_by(ReservedSlotRow.id)
+    ).all()
     return PlatformState(
         therapist=therapist_from_row(row),
         sessions=tuple(session_from_row(r) for r in sessions),
+        offers=tuple(offer_from_row(r) for r in offers),
+        reserved_slots=tuple(reserved_slot_from_row(r) for r in slots),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -206,7 +207,9 @@ class SyncQueueRow(Base):
 
 
 class OutboxRow(Base):
-    """Notifications to the platform, written in the same transaction as the change."""
+    """Notifications to the platform, written in the same transaction as the change, and their
+    delivery state. A row is claimed through an expiring lease (conditional UPDATE), so several
+    replicas never send the same row at the same time."""
 
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -215,3 +218,10 @@ class OutboxRow(Base):
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The notification's id on the wire, the same on every attempt (the receiver dedupes on it).
+    event_id: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: uuid.uuid4().hex)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)  # NULL: now
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    last_status: Mapped[int | None]  # HTTP status of the last attempt (None: no response)
+    last_error: Mapped[str | None] = mapped_column(Text)
