@@ -112,12 +112,20 @@ def run(ctx: click.Context) -> None:
     help="Keep the demo's database and calendars here (default: a temporary folder).",
 )
 @click.option("--step-delay", type=float, default=3.0, hidden=True)
+@click.option(
+    "--hold-minutes",
+    type=float,
+    default=3.0,
+    help="Minutes until the sample pending offer expires and its holds are released.",
+)
 @click.pass_context
-def demo(ctx: click.Context, state_dir: Path | None, step_delay: float) -> None:
+def demo(
+    ctx: click.Context, state_dir: Path | None, step_delay: float, hold_minutes: float
+) -> None:
     """Start syncd with an embedded Radicale and sample data; subscribe and watch."""
     from syncd.demo import run_demo
 
-    run_demo(state_dir, console, step_delay=step_delay)
+    run_demo(state_dir, console, step_delay=step_delay, hold_minutes=hold_minutes)
 
 
 @main.command()

@@ -29,6 +29,7 @@ from syncd import operations
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.embedded_radicale import EmbeddedRadicale
+from syncd.project import local_label
 from syncd.store.tables import MirrorRow
 
 ZONE = "Europe/London"
@@ -79,7 +80,7 @@ class Story:
             "id": sid,
             "version": version,
             "therapist_id": THERAPIST,
-            "client": {"id": f"c-{sid}", "name": "Jane Doe"},
+            "client": {"id": extra.pop("client_id", f"c-{sid}"), "name": "Jane Doe"},
             "kind": "follow_up",
             "start": start.isoformat(),
             "end": (start + timedelta(minutes=50)).isoformat(),
@@ -88,6 +89,50 @@ class Story:
         }
         data.update(extra)
         return self._event("session.upserted", data)
+
+    def offer(
+        self,
+        oid: str,
+        sid: str,
+        version: int,
+        slots: list[tuple[int, int]],
+        *,
+        sent_at: datetime,
+        state: str = "pending",
+        **extra: Any,
+    ) -> dict[str, Any]:
+        alternatives = []
+        for day, hh in slots:
+            start = _at(self.today + timedelta(days=day), hh)
+            alternatives.append(
+                {"start": start.isoformat(), "end": (start + timedelta(minutes=50)).isoformat()}
+            )
+        data = {
+            "id": oid,
+            "version": version,
+            "session_id": sid,
+            "alternatives": alternatives,
+            "sent_at": sent_at.isoformat(),
+            "state": state,
+        }
+        data.update(extra)
+        return self._event("offer.upserted", data)
+
+    def reservation(self, rid: str, client_id: str, first: date, hh: int) -> dict[str, Any]:
+        return self._event(
+            "reserved_slot.upserted",
+            {
+                "id": rid,
+                "version": 1,
+                "therapist_id": THERAPIST,
+                "client": {"id": client_id, "name": "John Roe"},
+                "first_start_local": datetime.combine(first, time(hh)).isoformat(),
+                "timezone": ZONE,
+                "duration_minutes": 50,
+                "rrule": "FREQ=WEEKLY",
+                "state": "active",
+            },
+        )
 
 
 IN_PERSON = {"type": "in_person", "address": "10 Harley Street, London"}
@@ -137,7 +182,9 @@ async def _in_sync(app: App, timeout: float = 30) -> bool:
     return False
 
 
-def run_demo(state_dir: Path | None, console: Console, step_delay: float = 3.0) -> None:
+def run_demo(
+    state_dir: Path | None, console: Console, step_delay: float = 3.0, hold_minutes: float = 3.0
+) -> None:
     with _state_dir(state_dir) as state:
         config_path = _write_config(state)
         cfg = config_mod.load(config_path)
@@ -148,14 +195,19 @@ def run_demo(state_dir: Path | None, console: Console, step_delay: float = 3.0) 
         with EmbeddedRadicale(radicale_dir, username=USERNAME, password=password) as server:
             app = App.open(cfg)
             try:
-                asyncio.run(_play(app, server, console, config_path, step_delay))
+                asyncio.run(_play(app, server, console, config_path, step_delay, hold_minutes))
             finally:
                 app.close()
     console.print("demo stopped")
 
 
 async def _play(
-    app: App, server: EmbeddedRadicale, console: Console, config_path: Path, step_delay: float
+    app: App,
+    server: EmbeddedRadicale,
+    console: Console,
+    config_path: Path,
+    step_delay: float,
+    hold_minutes: float,
 ) -> None:
     daemon = Daemon(app)
     loop = asyncio.get_running_loop()
@@ -165,6 +217,10 @@ async def _play(
 
     story = Story(datetime.now(ZoneInfo(ZONE)).date())
     ingest = app.ingestor()
+    now = datetime.now(UTC)
+    # Sent long enough ago that the default 24-hour hold runs out a few minutes from now.
+    sent = now - timedelta(hours=app.config.offers.hold_hours) + timedelta(minutes=hold_minutes)
+    next_week = story.today + timedelta(days=7 - story.today.weekday() + 1)  # a Tuesday
     events = [
         story.therapist(),
         story.session("s-1", 1, 1, 10, IN_PERSON),
@@ -172,9 +228,19 @@ async def _play(
         story.session("s-3", 1, 2, 9, PHONE),
         story.session("s-4", 1, 3, 11, VIDEO, status="unconfirmed"),
         story.session("s-5", 1, 7, 10, IN_PERSON),
+        story.session("s-6", 1, 4, 13, VIDEO),
+        story.session("s-7", 1, 5, 9, IN_PERSON),
+        story.session("s-8", 1, 5, 16, PHONE),
+        story.reservation("r-1", "c-weekly", next_week, 8),
+        story.session(
+            "s-9", 1, (next_week - story.today).days + 7, 8, IN_PERSON, client_id="c-weekly"
+        ),
+        story.offer("o-6", "s-6", 1, [(6, 9), (6, 11), (6, 15)], sent_at=sent),
     ]
     for e in events:
-        ingest.ingest(e)
+        outcome = ingest.ingest(e)
+        if not outcome.ok:
+            console.print(f"[red]sample event refused: {outcome.error}[/]", highlight=False)
     await loop.run_in_executor(
         None,
         lambda: operations.connect_caldav(
@@ -194,11 +260,15 @@ async def _play(
         f"  Calendar URL: {calendar}\n"
         f"  Username: {USERNAME}\n"
         f"  Password: {server.password}\n"
-        f"  Mirrored: 5 sessions for therapist {THERAPIST} (time zone {ZONE})\n"
+        f"  Mirrored for therapist {THERAPIST} (time zone {ZONE}): 8 sessions, one blocked by\n"
+        f"  a pending offer whose 3 held times are released at "
+        f"{local_label(sent + timedelta(hours=app.config.offers.hold_hours), ZONE)},\n"
+        f"  and a weekly reserved slot that skips the week its client has a session.\n"
         f"Send your own events from another terminal:\n"
         f"  syncd --config {config_path} ingest events.jsonl\n"
         f"  syncd --config {config_path} status\n",
         highlight=False,
+        soft_wrap=True,
     )
     steps = [
         (
@@ -223,6 +293,35 @@ async def _play(
             "Session s-4 confirmed by the therapist: no longer tentative",
             story.session("s-4", 2, 3, 11, VIDEO),
         ),
+        (
+            "Offer for s-7 sent: two alternative times held, the original slot blocked",
+            story.offer("o-7", "s-7", 1, [(8, 9), (8, 11)], sent_at=now),
+        ),
+        (
+            "The client accepted the second alternative: s-7 moved in place, holds released",
+            story.offer(
+                "o-7",
+                "s-7",
+                2,
+                [(8, 9), (8, 11)],
+                sent_at=now,
+                state="accepted",
+                accepted_alternative=1,
+                responded_at=datetime.now(UTC).isoformat(),
+            ),
+        ),
+        (
+            "Offer for s-8 rejected by the client: the session is cancelled and removed",
+            story.offer(
+                "o-8",
+                "s-8",
+                1,
+                [(9, 9)],
+                sent_at=now,
+                state="rejected",
+                responded_at=datetime.now(UTC).isoformat(),
+            ),
+        ),
     ]
     for message, event in steps:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -230,12 +329,13 @@ async def _play(
         if serving.done():
             break
         ingest.ingest(event)
-        console.print(f"→ {message}", highlight=False)
+        console.print(f"→ {message}", highlight=False, soft_wrap=True)
     if not serving.done():
         await _in_sync(app)
         console.print(
-            "Story done: 4 sessions mirrored. Edit or delete them in your calendar "
-            "and watch syncd restore them. Press Ctrl-C to stop.",
+            "Story done. The holds of offer o-6 go by themselves when it expires; edit or delete "
+            "any entry in your calendar and watch syncd restore it. Press Ctrl-C to stop.",
             highlight=False,
+            soft_wrap=True,
         )
     await serving

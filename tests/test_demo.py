@@ -14,13 +14,14 @@ from queue import Empty, Queue
 from syncd.project import uid_for
 from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import read_calendar
+from tests.proc import wait_for
 
 
 def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path), "COLUMNS": "200"}
     env.pop("SYNCD_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "demo", "--step-delay", "0.5"],
+        [sys.executable, "-m", "syncd", "demo", "--step-delay", "0.5", "--hold-minutes", "0.3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -44,10 +45,21 @@ def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> Non
             return m.group(1)
 
         server = CalDAVServer("radicale", field("CalDAV URL"), field("Username"), field("Password"))
-        events = read_calendar(server, field("Calendar URL"))
-        assert set(events) == {uid_for("session", s) for s in ("s-1", "s-2", "s-4", "s-5")}
+        calendar = field("Calendar URL")
+        final = {uid_for("session", s) for s in ("s-1", "s-2", "s-4", "s-5", "s-6", "s-7", "s-9")}
+        final.add(uid_for("reserved", "r-1"))
+        # The pending offer's holds (18 s in this run) go by themselves; nothing else is left.
+        events = wait_for(
+            lambda: (got := read_calendar(server, calendar)) and set(got) == final and got,
+            60,
+            "the sample offer's holds to be released",
+        )
         assert str(events[uid_for("session", "s-4")].event["STATUS"]) == "CONFIRMED"
         assert events[uid_for("session", "s-2")].start.hour == 15
+        assert events[uid_for("session", "s-7")].start.hour == 11  # accepted alternative 2
+        assert str(events[uid_for("session", "s-6")].event["SUMMARY"]) == "Therapy session"
+        reserved = events[uid_for("reserved", "r-1")].event
+        assert "RRULE" in reserved and "EXDATE" in reserved
         assert "Traceback" not in text
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
