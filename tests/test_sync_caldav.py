@@ -244,3 +244,30 @@ def test_stored_password_is_encrypted(setup) -> None:  # type: ignore[no-untyped
         row = s.scalars(select(ConnectionRow)).one()
     assert server.password.encode() not in row.secret
     assert app.box.open(row.secret) == server.password
+
+
+def test_unconfirmed_is_tentative_confirming_updates_in_place_timeout_removes(setup) -> None:  # type: ignore[no-untyped-def]
+    app, server, cal = setup
+    start = f.future(days=10)
+    app.ingestor().ingest(f.session("s-1", start, status="unconfirmed"))
+    sync(app)
+    ev = read_calendar(server, cal)[uid_for("session", "s-1")]
+    assert str(ev.event["STATUS"]) == "TENTATIVE"
+    assert str(ev.event["SUMMARY"]) == "Therapy session (unconfirmed)"
+    app.ingestor().ingest(f.session("s-1", start, version=2))
+    assert sync(app) == [Op.UPDATE]
+    confirmed = read_calendar(server, cal)[uid_for("session", "s-1")]
+    assert confirmed.href == ev.href and str(confirmed.event["STATUS"]) == "CONFIRMED"
+    app.ingestor().ingest(f.session("s-2", start + timedelta(hours=3), status="unconfirmed"))
+    sync(app)
+    app.ingestor().ingest(
+        f.session(
+            "s-2",
+            start + timedelta(hours=3),
+            version=2,
+            status="cancelled",
+            cancellation={"reason": "unconfirmed_timeout", "by": "system"},
+        )
+    )
+    assert sync(app) == [Op.DELETE]
+    assert list(read_calendar(server, cal)) == [uid_for("session", "s-1")]
