@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
+
+from connectors.errors import ConnectorError
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,14 @@ class Changes:
 
 class Connector(Protocol):
     """One calendar of one account. Every method does network I/O with a timeout and raises only
-    :mod:`connectors.errors` types. Hrefs are server paths (``/user/cal/x.ics``)."""
+    :mod:`connectors.errors` types. Hrefs are server paths (``/user/cal/x.ics``).
+
+    ``reports_all_deletions`` is True when an incremental listing reports the deletion of a
+    resource even if it was created after the token was issued (Google does; some CalDAV servers
+    do not, so for them the engine re-reads the token after its own writes).
+    """
+
+    reports_all_deletions: bool
 
     def ensure_calendar(self) -> str:
         """Make sure the target calendar exists (creating syncd's dedicated one if configured so)
@@ -69,3 +79,25 @@ class Connector(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write of a batch: ``create`` uses name+body, ``update`` href+body+etag, ``delete``
+    href (+etag)."""
+
+    op: Literal["create", "update", "delete"]
+    name: str | None = None
+    href: str | None = None
+    body: str | None = None
+    etag: str | None = None
+
+
+@runtime_checkable
+class BatchWriter(Protocol):
+    """The batch hook: providers that can send many writes in one request implement it. Each
+    result is the written item (None for a delete) or the typed error of that part alone."""
+
+    max_batch: int
+
+    def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]: ...

@@ -38,6 +38,11 @@ class AuthFailed(ConnectorError):
     """Credentials refused or revoked: needs a person, retrying will not help."""
 
 
+class AuthRevoked(AuthFailed):
+    """The grant itself is gone (OAuth ``invalid_grant``: revoked or expired): only the therapist
+    reconnecting can fix it, so no request is worth sending until then."""
+
+
 class InvalidSyncToken(ConnectorError):
     """The server no longer accepts our sync token; a full listing is needed."""
 

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import Changes, Connector, RemoteItem
+from connectors.base import BatchWriter, Changes, Connector, RemoteItem, Write
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
+    AuthRevoked,
     ConnectorError,
     NotFound,
     PreconditionFailed,
     Transient,
 )
-from syncd import ical, retry
+from syncd import ical, outbox, retry
 from syncd.clock import Clock, utc_now
 from syncd.plan import Action, Op, plan
 from syncd.project import Entry, project
@@ -41,6 +44,8 @@ class ConnectionState:
     OK = "ok"
     ERROR = "error"
     AUTH_FAILED = "auth_failed"
+    # The grant is gone (Google invalid_grant): nothing is sent until the therapist reconnects.
+    NEEDS_REAUTH = "needs_reauth"
 
 
 @dataclass(slots=True)
@@ -51,6 +56,7 @@ class ConnectionReport:
     drift: int = 0
     error: str | None = None
     transient: bool = False
+    retry_after: float | None = None
 
 
 @dataclass(slots=True)
@@ -66,6 +72,11 @@ class PassReport:
     @property
     def retryable(self) -> bool:
         return any(c.transient for c in self.connections)
+
+    @property
+    def retry_after(self) -> float | None:
+        hints = [c.retry_after for c in self.connections if c.retry_after is not None]
+        return max(hints) if hints else None
 
 
 class Engine:
@@ -83,6 +94,36 @@ class Engine:
         self._connector_for = connector_for
         self._clock = clock
         self._policy = policy or retry.RetryPolicy()
+        # Connectors live across passes: their HTTP connections, OAuth access tokens and server
+        # capability probes are reused. Keyed by connection id, replaced when the row changes.
+        self._connectors: dict[int, tuple[tuple[object, ...], Connector]] = {}
+        self._connectors_lock = threading.Lock()
+
+    def _connector(self, conn: ConnectionRow) -> Connector:
+        key = (conn.provider, conn.url, conn.username, conn.secret, conn.calendar_url)
+        with self._connectors_lock:
+            cached = self._connectors.get(conn.id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        connector = self._connector_for(conn)
+        with self._connectors_lock:
+            old = self._connectors.get(conn.id)
+            self._connectors[conn.id] = (key, connector)
+        if old is not None:
+            old[1].close()
+        return connector
+
+    def _drop_connector(self, connection_id: int) -> None:
+        with self._connectors_lock:
+            old = self._connectors.pop(connection_id, None)
+        if old is not None:
+            old[1].close()
+
+    def close(self) -> None:
+        with self._connectors_lock:
+            cached, self._connectors = list(self._connectors.values()), {}
+        for _key, connector in cached:
+            connector.close()
 
     def desired(self, therapist_id: str) -> dict[str, Entry] | None:
         with self._sessions() as s:
@@ -112,8 +153,11 @@ class Engine:
         self, conn: ConnectionRow, desired: dict[str, Entry], *, full: bool, dry_run: bool
     ) -> ConnectionReport:
         out = ConnectionReport(conn.id)
-        connector = self._connector_for(conn)
+        if conn.state == ConnectionState.NEEDS_REAUTH:
+            out.error = "needs re-authorisation: reconnect the calendar (syncd connect)"
+            return out
         try:
+            connector = self._connector(conn)
             # Known calendars are not re-verified: a pass with nothing changed costs one request,
             # and a calendar deleted under us still surfaces as NotFound from the listing.
             calendar_url = conn.calendar_url or self._retry(connector.ensure_calendar)
@@ -133,12 +177,11 @@ class Engine:
                     # vouch for; if we crash mid-way the next pass must list everything.
                     self._commit(lambda s: self._forget_token(s, conn.id))
                 out.actions += actions
-                for action in actions:
-                    self._apply(connector, conn.id, action)
-                    out.applied += 1
-                    out.drift += action.drift is not None
-                if observed.token is None:
-                    break  # no sync support: every pass lists everything anyway
+                self._apply_all(connector, conn.id, actions, out)
+                if observed.token is None or connector.reports_all_deletions:
+                    # No sync support (every pass lists everything anyway), or a server whose
+                    # diffs report every deletion: the token from before our writes is safe.
+                    break
                 # The stored token must postdate our own writes: a server may omit from a diff a
                 # resource created and deleted after the token (Xandikos does), so a token from
                 # before our writes could hide a later deletion of one of them. This listing
@@ -147,17 +190,21 @@ class Engine:
             else:
                 observed = Changes(full=True)  # still busy after MAX_ROUNDS: re-list next time
             self._succeeded(conn.id, calendar_url, observed.token)
+        except AuthRevoked as exc:
+            out.error = f"needs re-authorisation: {exc}"
+            self._drop_connector(conn.id)
+            self._revoked(conn, out.error)
         except AuthFailed as exc:
             out.error = f"authentication failed: {exc}"
+            self._drop_connector(conn.id)
             self._failed(conn.id, ConnectionState.AUTH_FAILED, out.error)
         except Transient as exc:
             out.error, out.transient = f"temporarily unavailable: {exc}", True
+            out.retry_after = exc.retry_after
             self._failed(conn.id, ConnectionState.ERROR, out.error)
         except ConnectorError as exc:
             out.error = f"{type(exc).__name__}: {exc}"
             self._failed(conn.id, ConnectionState.ERROR, out.error)
-        finally:
-            connector.close()
         if out.applied or out.error:
             log.info(
                 "therapist %s connection %s: %d/%d actions applied, %d drift repaired%s",
@@ -170,34 +217,96 @@ class Engine:
             )
         return out
 
+    def _apply_all(
+        self, connector: Connector, connection_id: int, actions: list[Action], out: ConnectionReport
+    ) -> None:
+        def done(action: Action) -> None:
+            out.applied += 1
+            out.drift += action.drift is not None
+
+        if not isinstance(connector, BatchWriter) or connector.max_batch <= 1:
+            for action in actions:
+                self._apply(connector, connection_id, action)
+                done(action)
+            return
+        remote = [a for a in actions if a.op is not Op.FORGET]
+        for action in actions:
+            if action.op is Op.FORGET:
+                self._apply(connector, connection_id, action)
+                done(action)
+        for i in range(0, len(remote), connector.max_batch):
+            chunk = remote[i : i + connector.max_batch]
+            for action in self._apply_batch(connector, connection_id, chunk):
+                done(action)
+
+    def _apply_batch(
+        self, connector: BatchWriter, connection_id: int, chunk: list[Action]
+    ) -> list[Action]:
+        """One batch request; parts that failed go through the single-write path, with its
+        retries and fallbacks (adopt on 409, re-read on 412, re-create on 404), so none is lost."""
+        now = self._clock()
+        writes = [self._write_for(a, now) for a in chunk]
+        results = self._retry(lambda: connector.write_many(writes))
+        recorded: list[tuple[Action, RemoteItem | None]] = []
+        retry_single: list[Action] = []
+        for action, result in zip(chunk, results, strict=True):
+            if not isinstance(result, ConnectorError):
+                recorded.append((action, result))
+            elif action.op is Op.DELETE and isinstance(result, NotFound):
+                recorded.append((action, None))  # already gone: as good as deleted
+            else:
+                retry_single.append(action)
+
+        def record(s: Session) -> None:
+            for action, item in recorded:
+                self._record(s, connection_id, action, item, now)
+
+        self._commit(record)
+        for action in retry_single:
+            self._apply(connector, connection_id, action)  # type: ignore[arg-type]
+        return [a for a, _ in recorded] + retry_single
+
+    @staticmethod
+    def _write_for(a: Action, now: datetime) -> Write:
+        if a.op is Op.DELETE:
+            return Write("delete", href=a.href, etag=a.etag)
+        assert a.entry is not None
+        body = ical.render(a.entry, now)
+        if a.op is Op.CREATE:
+            return Write("create", name=a.entry.name, body=body)
+        return Write("update", href=a.href, body=body, etag=a.etag)
+
+    @staticmethod
+    def _record(
+        s: Session, connection_id: int, a: Action, item: RemoteItem | None, now: datetime
+    ) -> None:
+        if a.op is Op.DELETE or item is None:
+            if a.uid is not None:
+                repo.drop_mirror(s, connection_id, a.uid)
+            return
+        assert a.entry is not None
+        repo.put_mirror(
+            s, connection_id, a.entry.uid, item.href, item.etag, a.entry.content_hash, now
+        )
+        if a.drift is not None:
+            repo.record_drift(s, connection_id, a.entry.uid, a.drift.value, now)
+
     def _apply(self, connector: Connector, connection_id: int, a: Action) -> None:
         now = self._clock()
-        if a.op is Op.FORGET:
-            self._commit(lambda s: repo.drop_mirror(s, connection_id, a.uid or ""))
-            return
+        item: RemoteItem | None = None
         if a.op is Op.DELETE:
             assert a.href is not None
             self._delete(connector, a.href, a.etag)
-            if a.uid is not None:
-                self._commit(lambda s: repo.drop_mirror(s, connection_id, a.uid or ""))
-            return
-        entry = a.entry
-        assert entry is not None
-        body = ical.render(entry, now)
-        if a.op is Op.CREATE:
-            item = self._create(connector, entry.name, body)
-        else:
-            assert a.href is not None and a.etag is not None
-            item = self._update(connector, a.href, body, a.etag, entry.name)
-
-        def record(s: Session) -> None:
-            repo.put_mirror(
-                s, connection_id, entry.uid, item.href, item.etag, entry.content_hash, now
-            )
-            if a.drift is not None:
-                repo.record_drift(s, connection_id, entry.uid, a.drift.value, now)
-
-        self._commit(record)
+        elif a.op in (Op.CREATE, Op.UPDATE):
+            entry = a.entry
+            assert entry is not None
+            body = ical.render(entry, now)
+            if a.op is Op.CREATE:
+                item = self._create(connector, entry.name, body)
+            else:
+                assert a.href is not None and a.etag is not None
+                item = self._update(connector, a.href, body, a.etag, entry.name)
+        self._commit(lambda s: self._record(s, connection_id, a, item, now))
 
     def _create(self, connector: Connector, name: str, body: str) -> RemoteItem:
         try:
@@ -258,6 +367,32 @@ class Engine:
             row.last_success_at = now
             row.last_error = None
             row.failures = 0
+
+        self._commit(update)
+
+    def _revoked(self, conn: ConnectionRow, error: str) -> None:
+        now = self._clock()
+
+        def update(s: Session) -> None:
+            row = s.get(ConnectionRow, conn.id)
+            if row is None or row.state == ConnectionState.NEEDS_REAUTH:
+                return  # already announced: one notification per disconnection
+            row.state = ConnectionState.NEEDS_REAUTH
+            row.last_pass_at = now
+            row.last_error = error[:2000]
+            row.failures += 1
+            outbox.enqueue(
+                s,
+                "calendar.disconnected",
+                {
+                    "therapist_id": row.therapist_id,
+                    "connection_id": row.id,
+                    "provider": row.provider,
+                    "reason": "authorisation revoked or expired; the therapist must reconnect",
+                    "at": now.isoformat(),
+                },
+                now,
+            )
 
         self._commit(update)
 

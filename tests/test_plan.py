@@ -220,6 +220,8 @@ class FakeCalendar:
         self.items: dict[str, tuple[str, str]] = {}  # href -> (etag, body)
         self.deletes: list[str] = []  # hrefs deleted through the protocol
         self.omit_transient_deletes = omit_transient_deletes
+        # A server that omits such deletions must not claim to report them all.
+        self.reports_all_deletions = not omit_transient_deletes
         # write number -> error raised *after* that protocol write was applied (a lost response)
         self.faults: dict[int, Exception] = {}
         self.writes = 0  # protocol writes applied so far

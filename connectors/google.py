@@ -1,0 +1,535 @@
+"""Google Calendar behind the connector interface (google-api-python-client + google-auth).
+
+Hrefs and ids. Google has no resource names, so syncd makes one: an event's id is the base32hex
+encoding of its resource name, and its href is the calendar's path plus that name. The mapping is
+a bijection, so a deletion that an incremental listing reports by id alone still maps back to the
+href the engine knows, without any state. An insert repeated after a crash therefore hits the
+same id and gets 409 instead of a duplicate. Events created by anyone else have ids that do not
+decode to a name; they get ``id:<event id>`` as their name, which syncd never writes to.
+
+Bodies are iCalendar at the interface (see :mod:`connectors.google_ical`), so the engine and the
+contract suite are the same for every provider. Writes can be batched (:meth:`write_many`, at most
+``max_batch`` per HTTP request, each part's result reported separately).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import importlib.resources
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+import google.auth.exceptions
+import google_auth_httplib2
+import httplib2
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import build_from_document
+from googleapiclient.errors import HttpError
+
+from connectors import google_ical
+from connectors.base import Changes, FetchedItem, RemoteItem, Write
+from connectors.errors import (
+    AlreadyExists,
+    AuthFailed,
+    AuthRevoked,
+    ConnectorError,
+    InvalidSyncToken,
+    NotFound,
+    PreconditionFailed,
+    ProtocolError,
+    Transient,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GOOGLE_API = "https://www.googleapis.com/"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+# The dedicated-calendar mode needs no access to the therapist's other calendars' events.
+SCOPES_DEDICATED = (
+    "https://www.googleapis.com/auth/calendar.app.created",
+    "https://www.googleapis.com/auth/calendar.freebusy",
+    "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
+)
+# Writing into a calendar the therapist already owns needs the owned-events scope too.
+SCOPE_OWNED_EVENTS = "https://www.googleapis.com/auth/calendar.events.owned"
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+QUOTA_BACKOFF = 300.0
+MARKER = "[syncd:{}]"
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    refresh_token: str
+    client_id: str
+    client_secret: str
+    url: str = GOOGLE_API
+    token_uri: str = GOOGLE_TOKEN_URI
+    calendar_url: str | None = None  # a calendar URL from ensure_calendar, or a calendar id
+    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_id: str = "syncd"  # marks syncd's dedicated calendar in its description
+    timeout: float = 15.0
+    color_id: str | None = None
+    reminder_minutes: tuple[int, ...] | None = None  # None: the calendar's default reminders
+    min_interval: float = 0.0  # seconds between two requests to this account
+    max_batch: int = 50
+
+
+def event_id_for(name: str) -> str:
+    if name.startswith("id:"):
+        return name[3:]
+    encoded = base64.b32hexencode(name.encode()).decode().rstrip("=").lower()
+    if not 5 <= len(encoded) <= 1024:
+        raise ProtocolError(f"resource name {name!r} is too short or too long for a Google id")
+    return encoded
+
+
+def name_for_event_id(event_id: str) -> str:
+    try:
+        padded = event_id.upper() + "=" * (-len(event_id) % 8)
+        name = base64.b32hexdecode(padded).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return f"id:{event_id}"
+    if "/" in name or not name or event_id_for(name) != event_id:
+        return f"id:{event_id}"
+    return name
+
+
+def _discovery_document(root: str) -> dict[str, Any]:
+    path = importlib.resources.files("googleapiclient").joinpath(
+        "discovery_cache/documents/calendar.v3.json"
+    )
+    doc: dict[str, Any] = json.loads(path.read_text())
+    # Batch requests are built from rootUrl + batchPath, so they follow the endpoint too.
+    doc["rootUrl"] = root if root.endswith("/") else root + "/"
+    return doc
+
+
+def _reason(exc: HttpError) -> str:
+    try:
+        body = json.loads(exc.content)
+        errors = body.get("error", {}).get("errors") or [{}]
+        return str(errors[0].get("reason") or body.get("error", {}).get("status") or "")
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def translate(exc: BaseException, what: str) -> ConnectorError:
+    """The one place Google library, auth and transport errors become connector errors."""
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, HttpError):
+        status = int(exc.resp.status)
+        reason = _reason(exc)
+        hint = _retry_after(exc.resp.get("retry-after"))
+        message = f"{what}: HTTP {status} {reason}".strip()
+        if status == 403 and reason in RATE_LIMIT_REASONS:
+            return Transient(message, hint)
+        if status == 403 and reason in QUOTA_REASONS:
+            return Transient(message, max(hint or 0.0, QUOTA_BACKOFF))
+        if status == 429 or status >= 500:
+            return Transient(message, hint)
+        if status in (401, 403):
+            return AuthFailed(message)
+        if status == 404:
+            return NotFound(message)
+        if status == 409:
+            return AlreadyExists(message)
+        if status == 410:
+            return InvalidSyncToken(message) if reason == "fullSyncRequired" else NotFound(message)
+        if status == 412:
+            return PreconditionFailed(message)
+        return ProtocolError(message)
+    if isinstance(exc, google.auth.exceptions.RefreshError):
+        text = str(exc)
+        if "invalid_grant" in text:
+            return AuthRevoked(f"{what}: the Google grant was revoked or expired ({text})")
+        if getattr(exc, "retryable", False):
+            return Transient(f"{what}: token refresh failed: {text}")
+        return AuthFailed(f"{what}: token refresh failed: {text}")
+    if isinstance(exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error):
+        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, TimeoutError | socket.timeout | ConnectionError | OSError):
+        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return ProtocolError(f"{what}: unexpected answer: {type(exc).__name__}: {exc}")
+    raise exc
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise translate(exc, what) from exc
+
+
+class GoogleConnector:
+    """One Google calendar of one account. Not thread-safe (one therapist, one worker)."""
+
+    # Google reports every deletion in an incremental listing, whenever the event was created.
+    reports_all_deletions = True
+
+    def __init__(self, settings: GoogleSettings) -> None:
+        self.settings = settings
+        self.max_batch = max(1, min(settings.max_batch, 1000))
+        credentials = Credentials(
+            token=None,
+            refresh_token=settings.refresh_token,
+            token_uri=settings.token_uri,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+        )
+        http = google_auth_httplib2.AuthorizedHttp(
+            credentials, http=httplib2.Http(timeout=settings.timeout)
+        )
+        self._service: Any = build_from_document(
+            _discovery_document(settings.url), http=http, static_discovery=False
+        )
+        self._calendar: str | None = None
+        if settings.calendar_url:
+            self._calendar = self._calendar_id_from(settings.calendar_url)
+        self._verified = False
+        self._last_request = 0.0
+        self._pace_lock = threading.Lock()
+
+    # -- addressing -------------------------------------------------------------------------
+
+    def _calendar_id_from(self, url_or_id: str) -> str:
+        if "://" not in url_or_id and "/" not in url_or_id:
+            return url_or_id
+        path = urlsplit(url_or_id).path
+        marker = "/calendars/"
+        if marker not in path:
+            raise ProtocolError(f"{url_or_id} is not a Google calendar URL")
+        return unquote(path.split(marker, 1)[1].strip("/").split("/", 1)[0])
+
+    def _calendar_url(self, calendar_id: str) -> str:
+        root = self.settings.url.rstrip("/")
+        return f"{root}/calendar/v3/calendars/{quote(calendar_id, safe='@.')}/"
+
+    def _prefix(self) -> str:
+        return urlsplit(self._calendar_url(self._require_calendar())).path
+
+    def _require_calendar(self) -> str:
+        if self._calendar is None:
+            self.ensure_calendar()
+        assert self._calendar is not None
+        return self._calendar
+
+    def href_for(self, name: str) -> str:
+        if "/" in name or not name:
+            raise ProtocolError(f"resource name {name!r} must be a single path segment")
+        event_id_for(name)  # validates the length
+        return self._prefix() + name
+
+    def _href(self, event_id: str) -> str:
+        return self._prefix() + name_for_event_id(event_id)
+
+    def _event_id(self, href: str) -> str:
+        prefix = self._prefix()
+        if not href.startswith(prefix):
+            raise NotFound(f"{href} is not in calendar {self._calendar}")
+        return event_id_for(href[len(prefix) :])
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _pace(self) -> None:
+        # Google counts requests per user: spacing them keeps one busy therapist under the
+        # per-user rate limit instead of bursting into 403s.
+        if self.settings.min_interval <= 0:
+            return
+        with self._pace_lock:
+            wait = self._last_request + self.settings.min_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_request = time.monotonic()
+
+    def _execute(self, request: Any, what: str, *, if_match: str | None = None) -> Any:
+        if if_match:
+            request.headers["If-Match"] = if_match
+        self._pace()
+        with _translated(what):
+            return request.execute(num_retries=0)
+
+    def _events(self) -> Any:
+        return self._service.events()
+
+    # -- calendar ---------------------------------------------------------------------------
+
+    def ensure_calendar(self) -> str:
+        if self._calendar is not None and self._verified:
+            return self._calendar_url(self._calendar)
+        if self._calendar is not None:
+            self._execute(self._service.calendars().get(calendarId=self._calendar), "calendars.get")
+        else:
+            self._calendar = self._find_or_create_dedicated()
+        self._verified = True
+        return self._calendar_url(self._calendar)
+
+    def _find_or_create_dedicated(self) -> str:
+        marker = MARKER.format(self.settings.calendar_id)
+        page: str | None = None
+        while True:
+            listing = self._execute(
+                self._service.calendarList().list(pageToken=page, maxResults=250),
+                "calendarList.list",
+            )
+            for item in listing.get("items", []):
+                if marker in (item.get("description") or ""):
+                    return str(item["id"])
+            page = listing.get("nextPageToken")
+            if not page:
+                break
+        body = {
+            "summary": self.settings.calendar_name,
+            "description": (
+                "Sessions, held times and reserved slots from the booking platform, kept in step "
+                f"by syncd. Edits here are replaced on the next sync. {marker}"
+            ),
+        }
+        created = self._execute(self._service.calendars().insert(body=body), "calendars.insert")
+        log.info("created the dedicated Google calendar %s", created["id"])
+        return str(created["id"])
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def changes(self, token: str | None) -> Changes:
+        calendar = self._require_calendar()
+        if token:
+            try:
+                return self._list(calendar, token)
+            except (InvalidSyncToken, ProtocolError) as exc:
+                # 410 fullSyncRequired (or a token Google cannot parse): start over.
+                log.info("sync token refused for %s (%s); full listing", calendar, exc)
+        return self._list(calendar, None)
+
+    def _list(self, calendar: str, token: str | None) -> Changes:
+        changed: dict[str, str] = {}
+        deleted: set[str] = set()
+        page: str | None = None
+        while True:
+            params: dict[str, Any] = {"calendarId": calendar, "maxResults": 2500}
+            if page:
+                params["pageToken"] = page
+            if token:
+                params["syncToken"] = token
+            else:
+                params["showDeleted"] = False
+            response = self._execute(self._events().list(**params), "events.list")
+            for event in response.get("items", []):
+                href = self._href(event["id"])
+                if event.get("status") == "cancelled":
+                    if token:
+                        deleted.add(href)
+                        changed.pop(href, None)
+                else:
+                    changed[href] = event["etag"]
+                    deleted.discard(href)
+            page = response.get("nextPageToken")
+            if not page:
+                return Changes(
+                    full=token is None,
+                    changed=changed,
+                    deleted=frozenset(deleted),
+                    token=response.get("nextSyncToken"),
+                )
+
+    # -- single writes ----------------------------------------------------------------------
+
+    def get(self, href: str) -> FetchedItem:
+        event = self._get(self._require_calendar(), self._event_id(href))
+        return FetchedItem(href, event["etag"], google_ical.to_ical(event))
+
+    def _get(self, calendar: str, event_id: str) -> dict[str, Any]:
+        event: dict[str, Any] = self._execute(
+            self._events().get(calendarId=calendar, eventId=event_id), "events.get"
+        )
+        if event.get("status") == "cancelled":
+            raise NotFound(f"event {event_id} was deleted")
+        return event
+
+    def _resource(self, name: str, body: str) -> dict[str, Any]:
+        resource = google_ical.to_google(body, name)
+        resource["id"] = event_id_for(name)
+        if self.settings.color_id:
+            resource["colorId"] = self.settings.color_id
+        if self.settings.reminder_minutes is not None:
+            resource["reminders"] = {
+                "useDefault": False,
+                "overrides": [
+                    {"method": "popup", "minutes": m} for m in self.settings.reminder_minutes
+                ],
+            }
+        return resource
+
+    def create(self, name: str, body: str) -> RemoteItem:
+        calendar = self._require_calendar()
+        resource = self._resource(name, body)
+        try:
+            event = self._execute(
+                self._events().insert(calendarId=calendar, body=resource), "events.insert"
+            )
+        except AlreadyExists:
+            return self._insert_conflict(calendar, name, resource)
+        return RemoteItem(self._href(event["id"]), event["etag"])
+
+    def _insert_conflict(self, calendar: str, name: str, resource: dict[str, Any]) -> RemoteItem:
+        """409 on insert: the id exists (live: a real conflict; deleted: Google keeps deleted
+        events, so "create" means bringing it back) or the iCalUID is taken by another event."""
+        event_id = resource["id"]
+        try:
+            current = self._execute(
+                self._events().get(calendarId=calendar, eventId=event_id), "events.get"
+            )
+        except NotFound:
+            raise AlreadyExists(f"UID {resource.get('iCalUID')} is used by another event") from None
+        if current.get("status") != "cancelled":
+            raise AlreadyExists(f"{name} already exists")
+        event = self._execute(
+            self._events().update(calendarId=calendar, eventId=event_id, body=resource),
+            "events.update",
+            if_match=current["etag"],
+        )
+        return RemoteItem(self._href(event["id"]), event["etag"])
+
+    def update(self, href: str, body: str, etag: str) -> RemoteItem:
+        calendar = self._require_calendar()
+        event_id = self._event_id(href)
+        name = href[len(self._prefix()) :]
+        resource = self._resource(name, body)
+        try:
+            event = self._execute(
+                self._events().update(calendarId=calendar, eventId=event_id, body=resource),
+                "events.update",
+                if_match=etag,
+            )
+        except PreconditionFailed:
+            self._get(calendar, event_id)  # NotFound if it was deleted meanwhile
+            raise
+        return RemoteItem(href, event["etag"])
+
+    def delete(self, href: str, etag: str | None) -> None:
+        calendar = self._require_calendar()
+        event_id = self._event_id(href)
+        try:
+            self._execute(
+                self._events().delete(calendarId=calendar, eventId=event_id),
+                "events.delete",
+                if_match=etag,
+            )
+        except PreconditionFailed:
+            self._get(calendar, event_id)
+            raise
+
+    # -- batch ------------------------------------------------------------------------------
+
+    def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]:
+        """Up to ``max_batch`` writes in one HTTP request; each part's outcome separately."""
+        if len(writes) > self.max_batch:
+            raise ValueError(f"at most {self.max_batch} writes per batch")
+        calendar = self._require_calendar()
+        results: list[RemoteItem | ConnectorError | None] = [None] * len(writes)
+        hrefs: list[str] = []
+
+        def callback_for(i: int) -> Callable[[str, Any, Exception | None], None]:
+            def done(_request_id: str, response: Any, exception: Exception | None) -> None:
+                if exception is not None:
+                    try:
+                        results[i] = translate(exception, f"batch {writes[i].op}")
+                    except Exception as unknown:
+                        results[i] = ProtocolError(f"batch part failed: {unknown}")
+                elif writes[i].op == "delete":
+                    results[i] = None
+                else:
+                    results[i] = RemoteItem(hrefs[i], response["etag"])
+
+            return done
+
+        batch = self._service.new_batch_http_request()
+        for i, w in enumerate(writes):
+            if w.op == "create":
+                assert w.name is not None and w.body is not None
+                hrefs.append(self.href_for(w.name))
+                request = self._events().insert(
+                    calendarId=calendar, body=self._resource(w.name, w.body)
+                )
+            elif w.op == "update":
+                assert w.href is not None and w.body is not None
+                hrefs.append(w.href)
+                name = w.href[len(self._prefix()) :]
+                request = self._events().update(
+                    calendarId=calendar,
+                    eventId=self._event_id(w.href),
+                    body=self._resource(name, w.body),
+                )
+            else:
+                assert w.href is not None
+                hrefs.append(w.href)
+                request = self._events().delete(calendarId=calendar, eventId=self._event_id(w.href))
+            if w.etag and w.op != "create":
+                request.headers["If-Match"] = w.etag
+            batch.add(request, callback=callback_for(i))
+        self._pace()
+        with _translated("batch"):
+            batch.execute()
+        return results
+
+    # -- busy time and push -----------------------------------------------------------------
+
+    def watch(self, channel_id: str, address: str, token: str, ttl: int) -> dict[str, Any]:
+        body = {
+            "id": channel_id,
+            "type": "web_hook",
+            "address": address,
+            "token": token,
+            "params": {"ttl": str(ttl)},
+        }
+        calendar = self._require_calendar()
+        response: dict[str, Any] = self._execute(
+            self._events().watch(calendarId=calendar, body=body), "events.watch"
+        )
+        return response
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._execute(
+                self._service.channels().stop(body={"id": channel_id, "resourceId": resource_id}),
+                "channels.stop",
+            )
+
+    def delete_calendar(self) -> None:
+        calendar = self._require_calendar()
+        with contextlib.suppress(NotFound):
+            self._execute(self._service.calendars().delete(calendarId=calendar), "calendars.delete")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._service.close()
+
+    def __enter__(self) -> GoogleConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
