@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
+from connectors.google import GoogleConnector, GoogleSettings
 from syncd import retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
@@ -21,6 +22,8 @@ from syncd.outbox import WEBHOOK_SECRET_ENV, Deliverer
 from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file
 from syncd.store import database
 from syncd.store.tables import ConnectionRow
+
+GOOGLE_SECRET_ENV = "SYNCD_GOOGLE_CLIENT_SECRET"  # noqa: S105 - a variable name
 
 
 class UnknownProvider(Exception):
@@ -61,7 +64,40 @@ class App:
                     timeout=c.timeout,
                 )
             )
+        if row.provider == "google":
+            return GoogleConnector(
+                self.google_settings(self.box.open(row.secret), row.calendar_url)
+            )
         raise UnknownProvider(f"connection {row.id}: unknown provider {row.provider!r}")
+
+    def google_settings(self, refresh_token: str, calendar_url: str | None) -> GoogleSettings:
+        g = self.config.google
+        if not g.client_id:
+            raise SecretError("[google] client_id is not configured (see docs/google.md)")
+        return GoogleSettings(
+            refresh_token=refresh_token,
+            client_id=g.client_id,
+            client_secret=self.google_client_secret(),
+            url=g.api_url,
+            token_uri=g.token_url,
+            calendar_url=calendar_url,
+            calendar_name=g.calendar_name,
+            timeout=g.timeout,
+            color_id=g.color_id or None,
+            reminder_minutes=tuple(g.reminder_minutes) if g.reminder_minutes is not None else None,
+            min_interval=g.min_request_interval,
+            max_batch=g.max_batch,
+        )
+
+    def google_client_secret(self) -> str:
+        if env := os.environ.get(GOOGLE_SECRET_ENV, "").strip():
+            return env
+        if self.config.google.client_secret_file is not None:
+            return read_secret_file(self.config.google.client_secret_file)
+        raise SecretError(
+            f"no Google OAuth client secret: set ${GOOGLE_SECRET_ENV} or "
+            "[google] client_secret_file"
+        )
 
     def engine(self) -> Engine:
         s = self.config.sync

@@ -56,6 +56,23 @@ class CalDAVConfig(_Section):
     calendar_id: str = "syncd"
 
 
+class GoogleConfig(_Section):
+    client_id: str = ""
+    client_secret_file: Path | None = None  # also $SYNCD_GOOGLE_CLIENT_SECRET
+    api_url: str = "https://www.googleapis.com/"
+    auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+    revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    timeout: float = Field(15, gt=0, le=300)
+    calendar_name: str = "Therapy sessions (syncd)"
+    color_id: str = ""
+    reminder_minutes: list[int] | None = None
+    min_request_interval: float = Field(0.05, ge=0, le=10)
+    max_batch: int = Field(50, ge=1, le=1000)
+    watch: bool = True
+    watch_ttl: int = Field(7 * 24 * 3600, ge=300)
+
+
 class OffersConfig(_Section):
     hold_hours: float = Field(24, gt=0, le=24 * 14)
     sweep_interval: float = Field(1.0, gt=0, le=60)
@@ -86,6 +103,24 @@ class PlatformConfig(_Section):
         return value
 
 
+class HttpConfig(_Section):
+    """The daemon's one HTTP port: health checks, the Google OAuth callback and push
+    notifications (later the ingestion/admin API and the dashboard)."""
+
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8470, ge=0, le=65535)  # 0: any free port (tests)
+    public_url: str = ""  # empty: http://<host>:<port>
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
+
+
 class LoggingConfig(_Section):
     level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -98,7 +133,9 @@ class Config(_Section):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)
+    google: GoogleConfig = Field(default_factory=GoogleConfig)
 
     @property
     def database_url(self) -> str:

@@ -23,6 +23,8 @@ from syncd import expiry
 from syncd.app import App
 from syncd.engine import PassReport
 from syncd.store import queue
+from syncd.web.app import build_app
+from syncd.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Daemon:
         # Notifications to the platform (the outbox), sent only when a webhook is configured.
         self._deliverer = app.deliverer() if app.config.platform.webhook_url else None
         self._delivering: asyncio.Future[int] | None = None
+        self.web: WebServer | None = None  # the HTTP service, while serve() runs with [http] on
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,6 +119,8 @@ class Daemon:
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
         )
         try:
+            if self.app.config.http.enabled:
+                await self._start_web()
             while not self._stop.is_set():
                 await self._wake.wait()
                 self._wake.clear()
@@ -124,11 +129,21 @@ class Daemon:
                 await self._dispatch()
         finally:
             scheduler.shutdown(wait=False)
+            if self.web is not None:
+                await self.web.stop()
             await self._drain(cfg.shutdown_timeout)
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._engine.close()
             if self._deliverer is not None:
                 await loop.run_in_executor(None, self._deliverer.close)  # after the send in flight
             log.info("syncd stopped after %d passes", self.passes)
+
+    async def _start_web(self) -> None:
+        self.web = WebServer(build_app(self.app, self), self.app.config.http)
+        await self.web.start()
+        public = self.app.config.http.public_url
+        extra = f" (public URL {public})" if public else ""
+        log.info("HTTP service listening on %s%s", self.web.listen_url, extra)
 
     async def _dispatch(self) -> None:
         cfg = self.app.config.daemon
@@ -212,6 +227,8 @@ class Daemon:
         failed = report is None or report.failed
         if failed:
             delay = min(sync.failure_backoff_cap, 5.0 * 2**claim.attempts)
+            if report is not None and report.retry_after is not None:
+                delay = max(delay, report.retry_after)
         else:
             delay = sync.interval
         next_at = (

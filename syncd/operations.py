@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from connectors.errors import ConnectorError
 from syncd.app import App
 from syncd.daemon import replica_id
-from syncd.engine import PassReport
+from syncd.engine import Engine, PassReport
 from syncd.store import queue, repo
 from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, SyncQueueRow, TherapistRow
 
@@ -99,7 +99,27 @@ def resync(
     engine = app.engine()
     owner = f"resync:{replica_id()}"
     lease = timedelta(seconds=app.config.daemon.lease_seconds)
-    results = []
+    results: list[ResyncResult] = []
+    try:
+        _resync_each(
+            app, engine, owner, lease, list(therapist_ids), full, dry_run, progress, results
+        )
+    finally:
+        engine.close()
+    return results
+
+
+def _resync_each(
+    app: App,
+    engine: Engine,
+    owner: str,
+    lease: timedelta,
+    therapist_ids: list[str],
+    full: bool,
+    dry_run: bool,
+    progress: Callable[[ResyncResult], None] | None,
+    results: list[ResyncResult],
+) -> None:
     for tid in therapist_ids:
         with app.sessions() as s:
             if s.get(TherapistRow, tid) is None:
@@ -125,7 +145,6 @@ def resync(
         results.append(result)
         if progress:
             progress(result)
-    return results
 
 
 def all_therapist_ids(app: App) -> list[str]:

@@ -40,7 +40,10 @@ def call(
         try:
             return fn()
         except Transient as exc:
-            if attempt == policy.attempts - 1:
+            # A server asking for more patience than a pass should spend sleeping (a quota
+            # exhausted for minutes) gets it from the scheduler instead, freeing this worker.
+            too_long = exc.retry_after is not None and exc.retry_after > policy.cap
+            if attempt == policy.attempts - 1 or too_long:
                 raise
             sleep(policy.delay(attempt, exc.retry_after, rng))
     raise AssertionError("unreachable")
