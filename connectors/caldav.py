@@ -486,6 +486,13 @@ class CalDAVConnector:
             self._raise_if_absent(href)
             raise
 
+    def delete_calendar(self) -> None:
+        """Delete the whole calendar collection (used when disconnecting syncd's own)."""
+        url = self.ensure_calendar()
+        with contextlib.suppress(NotFound):
+            self._request("DELETE", url, _Op.WRITE, ok=(200, 202, 204))
+        self._forget_calendar()
+
     def close(self) -> None:
         with _translated(_Op.READ, "close"):
             self._client.close()

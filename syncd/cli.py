@@ -196,6 +196,68 @@ def connect_caldav(
     console.print(f"connected {therapist} to {url} (connection {cid}); a full sync is queued")
 
 
+@connect.command("google")
+@click.argument("therapist")
+@click.option(
+    "--calendar",
+    "calendar_id",
+    default=None,
+    help="Write into this existing calendar (its id) instead of a dedicated one.",
+)
+@click.option(
+    "--wait",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait this long for the therapist to complete the authorization.",
+)
+@click.pass_context
+def connect_google(
+    ctx: click.Context, therapist: str, calendar_id: str | None, wait: float
+) -> None:
+    """Print the link THERAPIST opens to connect a Google calendar (served by `syncd run`)."""
+    import time
+
+    from syncd import google_link
+    from syncd.store.tables import OAuthRequestRow
+
+    app = _app(ctx)
+    url = google_link.authorization_url(app, therapist, calendar_id=calendar_id)
+    console.print("Open this link (or send it to the therapist); it is valid for 24 hours:")
+    click.echo(url)
+    if wait <= 0:
+        return
+    state = url.split("state=", 1)[1].split("&", 1)[0]
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with app.sessions() as s:
+            row = s.get(OAuthRequestRow, state)
+            if row is not None and row.connection_id is not None:
+                console.print(f"connected: connection {row.connection_id}; a full sync is queued")
+                return
+        time.sleep(1)
+    raise CliError(f"not authorized within {wait:.0f}s (the link stays valid)")
+
+
+@main.command()
+@click.argument("therapist")
+@click.argument("connection", type=int)
+@click.option(
+    "--keep-events",
+    is_flag=True,
+    help="Leave syncd's entries in the calendar; only forget the connection.",
+)
+@click.pass_context
+def disconnect(ctx: click.Context, therapist: str, connection: int, keep_events: bool) -> None:
+    """Remove syncd's entries from CONNECTION of THERAPIST and forget it."""
+    from syncd import operations
+
+    app = _app(ctx)
+    removed = operations.disconnect(app, therapist, connection, keep_events=keep_events)
+    kept = " (entries kept)" if keep_events else f"; {removed} entries removed"
+    console.print(f"disconnected connection {connection} of {therapist}{kept}")
+
+
 @main.command()
 @click.argument("therapists", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every therapist.")
@@ -288,7 +350,13 @@ def status(ctx: click.Context) -> None:
     for col in ("entries", "last success", "next pass", "drift"):
         table.add_column(col, justify="right")
     table.add_column("last error", overflow="fold")
-    colours = {"ok": "green", "error": "red", "auth_failed": "red", "new": "yellow"}
+    colours = {
+        "ok": "green",
+        "error": "red",
+        "auth_failed": "red",
+        "needs_reauth": "red",
+        "new": "yellow",
+    }
     for r in rows:
         colour = colours.get(r.state, "white")
         state = r.state if not r.failures else f"{r.state} (failures: {r.failures})"

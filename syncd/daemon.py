@@ -11,40 +11,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
-import socket
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import expiry
+from syncd import expiry, google_link
 from syncd.app import App
 from syncd.engine import PassReport
+from syncd.replica import dead_local_owner, replica_id
 from syncd.store import queue
 from syncd.web.app import build_app
 from syncd.web.server import WebServer
 
 log = logging.getLogger(__name__)
-
-
-def replica_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def dead_local_owner(owner: str) -> bool:
-    """True for a lease owner id of a process on this host that no longer exists."""
-    parts = owner.split(":")
-    if len(parts) < 3 or parts[-3] != socket.gethostname() or not parts[-2].isdigit():
-        return False
-    try:
-        os.kill(int(parts[-2]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class Daemon:
@@ -111,6 +91,15 @@ class Daemon:
         )
         # Before anything else: offers that expired while we were down release their holds
         # now, so the first passes already write the calendars without them.
+        if self.app.config.google.client_id and self.app.config.http.public_url:
+            scheduler.add_job(
+                self._renew_watches,
+                "interval",
+                seconds=5,
+                id="google-watch",
+                coalesce=True,
+                max_instances=1,
+            )
         await self._sweep(scheduler)
         await loop.run_in_executor(None, self._reclaim)
         self._scheduler = scheduler
@@ -189,6 +178,10 @@ class Daemon:
         if self._deliverer is not None and (self._delivering is None or self._delivering.done()):
             loop = asyncio.get_running_loop()
             self._delivering = loop.run_in_executor(None, self._deliverer.deliver_due)
+
+    async def _renew_watches(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, google_link.renew_watches, self.app)
 
     def _reclaim(self) -> None:
         with self.app.sessions() as s:

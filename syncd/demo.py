@@ -145,7 +145,8 @@ def _write_config(state: Path) -> Path:
     path.write_text(
         "# written by syncd demo\n"
         f"[daemon]\nstate_dir = {json.dumps(str(state))}\npoll_interval = 0.1\n\n"
-        "[sync]\ninterval = 5\n"
+        "[sync]\ninterval = 5\n\n"
+        "[http]\nport = 0\n"
     )
     key = state / "secret.key"
     if not key.exists():

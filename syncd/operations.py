@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
-from connectors.errors import ConnectorError
+from connectors.errors import ConnectorError, NotFound
+from syncd import outbox
 from syncd.app import App
-from syncd.daemon import replica_id
 from syncd.engine import Engine, PassReport
+from syncd.replica import replica_id
 from syncd.store import queue, repo
 from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, SyncQueueRow, TherapistRow
 
@@ -45,6 +47,7 @@ def connect_caldav(
         username=username,
         secret=app.box.seal(password),
         calendar_url=calendar_url,
+        calendar_owned=calendar_url is None,
         state="new",
         failures=0,
         created_at=now,
@@ -203,3 +206,63 @@ def status(app: App) -> list[StatusRow]:
                     )
                 )
     return rows
+
+
+def disconnect(
+    app: App, therapist_id: str, connection_id: int, *, keep_events: bool = False
+) -> int:
+    """Remove what syncd wrote (its dedicated calendar whole, or each entry it made), stop push
+    notifications, revoke the grant, forget the connection. Returns the entries removed."""
+    from syncd import google_link  # the Google module needs the HTTP layer; load it lazily
+
+    with app.sessions() as s:
+        row = s.get(ConnectionRow, connection_id)
+        if row is None or row.therapist_id != therapist_id:
+            raise OperationError(f"therapist {therapist_id!r} has no connection {connection_id}")
+        entries = repo.mirror(s, connection_id)
+    removed = 0
+    reachable = row.state != "needs_reauth"
+    if reachable:
+        connector = app.connector_for(row)
+        try:
+            if not keep_events:
+                delete_calendar = getattr(connector, "delete_calendar", None)
+                if row.calendar_owned and delete_calendar is not None:
+                    delete_calendar()
+                else:
+                    for entry in entries.values():
+                        with contextlib.suppress(NotFound):
+                            connector.delete(entry.href, None)
+                removed = len(entries)
+            if row.provider == "google":
+                google_link.stop_watch(app, row)
+        except ConnectorError as exc:
+            raise OperationError(
+                f"could not remove syncd's entries ({exc}); nothing was forgotten, try again "
+                "or use --keep-events"
+            ) from None
+        finally:
+            connector.close()
+    elif not keep_events:
+        log.warning("connection %d needs re-authorisation: its entries cannot be removed", row.id)
+    if row.provider == "google":
+        google_link.revoke(app, app.box.open(row.secret))
+    now = app.clock()
+    with app.sessions.begin() as s:
+        s.execute(delete(MirrorRow).where(MirrorRow.connection_id == connection_id))
+        s.execute(delete(DriftRow).where(DriftRow.connection_id == connection_id))
+        s.execute(delete(ConnectionRow).where(ConnectionRow.id == connection_id))
+        outbox.enqueue(
+            s,
+            "calendar.disconnected",
+            {
+                "therapist_id": therapist_id,
+                "connection_id": connection_id,
+                "provider": row.provider,
+                "reason": "disconnected by an admin",
+                "entries_removed": removed,
+                "at": now.isoformat(),
+            },
+            now,
+        )
+    return removed

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -156,13 +157,37 @@ class ConnectionRow(Base):
     username: Mapped[str] = mapped_column(String(200))
     secret: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted (Fernet), never plain
     calendar_url: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(20))  # ok | error | auth_failed
+    state: Mapped[str] = mapped_column(String(20))  # new | ok | error | auth_failed | needs_reauth
     sync_token: Mapped[str | None] = mapped_column(Text)
     last_pass_at: Mapped[datetime | None]
     last_success_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
+    # syncd created this calendar, so disconnecting may delete it whole.
+    calendar_owned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Google push: the watch channel, its token (hashed: it authenticates notifications) and end.
+    channel_id: Mapped[str | None] = mapped_column(String(64))
+    channel_token_hash: Mapped[str | None] = mapped_column(String(64))
+    channel_resource_id: Mapped[str | None] = mapped_column(String(200))
+    channel_expires_at: Mapped[datetime | None]
+
+
+class OAuthRequestRow(Base):
+    """An authorization link handed out by ``syncd connect google``, until it is used."""
+
+    __tablename__ = "oauth_requests"
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"))
+    provider: Mapped[str] = mapped_column(String(20))
+    code_verifier: Mapped[bytes] = mapped_column(LargeBinary)  # encrypted
+    calendar_id: Mapped[str | None] = mapped_column(Text)  # an existing calendar, if chosen
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+    connection_id: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class MirrorRow(Base):

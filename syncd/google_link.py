@@ -1,0 +1,327 @@
+"""Linking therapists' Google accounts: the OAuth authorization-code flow with PKCE, push
+notification channels, and the HTTP routes that serve both on the daemon's port.
+
+The authorization link is created by ``syncd connect google`` (or the admin API) and completed by
+the daemon when Google redirects the therapist's browser to ``/oauth/google/callback``; both sides
+meet in the ``oauth_requests`` table, so the link works whichever process or replica serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import logging
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+import httpx
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from connectors.errors import ConnectorError
+from connectors.google import SCOPE_OWNED_EVENTS, SCOPES_DEDICATED, GoogleConnector
+from syncd.app import App
+from syncd.operations import OperationError
+from syncd.store import queue
+from syncd.store.tables import ConnectionRow, OAuthRequestRow, TherapistRow
+from syncd.web.app import register_routes
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+CALLBACK_PATH = "/oauth/google/callback"
+PUSH_PATH = "/google/push/{connection_id:int}"
+LINK_LIFETIME = timedelta(hours=24)
+RENEW_BEFORE = timedelta(days=1)
+
+
+def base_url(app: App) -> str:
+    http = app.config.http
+    return (http.public_url or f"http://{http.host}:{http.port}").rstrip("/")
+
+
+def _challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def scopes(calendar_id: str | None) -> list[str]:
+    return [*SCOPES_DEDICATED, *([SCOPE_OWNED_EVENTS] if calendar_id else [])]
+
+
+def authorization_url(
+    app: App,
+    therapist_id: str,
+    *,
+    calendar_id: str | None = None,
+    redirect_base: str | None = None,
+) -> str:
+    """A link the therapist opens to grant access; valid for ``LINK_LIFETIME``."""
+    g = app.config.google
+    if not g.client_id:
+        raise OperationError("[google] client_id is not configured (see docs/google.md)")
+    now = app.clock()
+    state = secrets.token_urlsafe(24)
+    verifier = secrets.token_urlsafe(48)
+    redirect_uri = (redirect_base or base_url(app)).rstrip("/") + CALLBACK_PATH
+    with app.sessions.begin() as s:
+        if s.get(TherapistRow, therapist_id) is None:
+            raise OperationError(f"unknown therapist {therapist_id!r}")
+        s.add(
+            OAuthRequestRow(
+                state=state,
+                therapist_id=therapist_id,
+                provider="google",
+                code_verifier=app.box.seal(verifier),
+                calendar_id=calendar_id,
+                redirect_uri=redirect_uri,
+                created_at=now,
+                expires_at=now + LINK_LIFETIME,
+            )
+        )
+    query = {
+        "client_id": g.client_id,
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": " ".join(scopes(calendar_id)),
+        "state": state,
+        "code_challenge": _challenge(verifier),
+        "code_challenge_method": "S256",
+        # A refresh token every time, even if the therapist granted access before.
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+    }
+    return f"{g.auth_url}?{urlencode(query)}"
+
+
+def complete(app: App, state: str, code: str) -> int:
+    """Exchange the code for tokens, find or create the calendar, store the connection."""
+    now = app.clock()
+    with app.sessions() as s:
+        request = s.get(OAuthRequestRow, state)
+        if request is None:
+            raise OperationError("unknown or already used authorization link")
+        if request.completed_at is not None:
+            raise OperationError("this authorization link was already used")
+        if request.expires_at < now:
+            raise OperationError("this authorization link has expired; ask for a new one")
+        verifier = app.box.open(request.code_verifier)
+        therapist_id, calendar_id = request.therapist_id, request.calendar_id
+        redirect_uri = request.redirect_uri
+    g = app.config.google
+    try:
+        response = httpx.post(
+            g.token_url,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "code_verifier": verifier,
+                "redirect_uri": redirect_uri,
+                "client_id": g.client_id,
+                "client_secret": app.google_client_secret(),
+            },
+            timeout=g.timeout,
+        )
+    except httpx.HTTPError as exc:
+        raise OperationError(f"Google's token endpoint did not answer: {exc}") from None
+    if response.status_code != 200:
+        raise OperationError(f"Google refused the authorization code (HTTP {response.status_code})")
+    refresh_token = response.json().get("refresh_token")
+    if not refresh_token:
+        raise OperationError("Google returned no refresh token (was offline access granted?)")
+    connector = GoogleConnector(app.google_settings(refresh_token, calendar_id))
+    try:
+        calendar_url = connector.ensure_calendar()
+    except ConnectorError as exc:
+        raise OperationError(f"cannot use the Google calendar: {exc}") from None
+    finally:
+        connector.close()
+    with app.sessions.begin() as s:
+        existing = s.scalars(
+            select(ConnectionRow).where(
+                ConnectionRow.therapist_id == therapist_id,
+                ConnectionRow.provider == "google",
+                ConnectionRow.calendar_url == calendar_url,
+            )
+        ).first()
+        row = existing or ConnectionRow(
+            therapist_id=therapist_id,
+            provider="google",
+            url=g.api_url,
+            username="google",
+            calendar_url=calendar_url,
+            calendar_owned=calendar_id is None,
+            failures=0,
+            created_at=now,
+        )
+        # Reconnecting (after a revoked grant) keeps the mirror, so nothing is written twice.
+        row.secret = app.box.seal(refresh_token)
+        row.state, row.failures, row.last_error = "new", 0, None
+        if existing is None:
+            s.add(row)
+        s.flush()
+        req = s.get(OAuthRequestRow, state)
+        assert req is not None
+        req.completed_at, req.connection_id = now, row.id
+        queue.mark_due(s, therapist_id, now, full=True)
+        log.info("therapist %s connected Google calendar (connection %d)", therapist_id, row.id)
+        return row.id
+
+
+def revoke(app: App, refresh_token: str) -> None:
+    """Ask Google to forget the grant; failures are logged, never fatal (the token is dropped)."""
+    try:
+        httpx.post(
+            app.config.google.revoke_url,
+            data={"token": refresh_token},
+            timeout=app.config.google.timeout,
+        )
+    except httpx.HTTPError as exc:
+        log.warning("could not revoke a Google token: %s", exc)
+
+
+# -- push notifications ------------------------------------------------------------------------
+
+
+def renew_watches(app: App, now: datetime | None = None) -> int:
+    """Open a watch channel for every healthy Google connection without one (or whose channel
+    ends within a day), then stop the channel it replaces. Returns how many were opened."""
+    g = app.config.google
+    if not (g.watch and app.config.http.public_url):
+        return 0
+    now = now or app.clock()
+    with app.sessions() as s:
+        rows = s.scalars(
+            select(ConnectionRow).where(
+                ConnectionRow.provider == "google", ConnectionRow.state == "ok"
+            )
+        ).all()
+    due = [
+        r for r in rows if r.channel_expires_at is None or r.channel_expires_at < now + RENEW_BEFORE
+    ]
+    opened = 0
+    for row in due:
+        connector = app.connector_for(row)
+        assert isinstance(connector, GoogleConnector)
+        token = secrets.token_urlsafe(32)
+        channel_id = uuid.uuid4().hex
+        address = f"{base_url(app)}/google/push/{row.id}"
+        try:
+            channel = connector.watch(channel_id, address, token, g.watch_ttl)
+            expires = datetime.fromtimestamp(int(channel.get("expiration", 0)) / 1000, UTC)
+            with app.sessions.begin() as s:
+                current = s.get(ConnectionRow, row.id)
+                if current is None:
+                    continue
+                old = (current.channel_id, current.channel_resource_id)
+                current.channel_id = channel_id
+                current.channel_token_hash = _hash(token)
+                current.channel_resource_id = channel.get("resourceId")
+                current.channel_expires_at = expires
+            if old[0] and old[1]:
+                connector.stop_channel(old[0], old[1])
+            opened += 1
+        except ConnectorError as exc:
+            log.warning("could not open a watch channel for connection %d: %s", row.id, exc)
+        finally:
+            connector.close()
+    return opened
+
+
+def stop_watch(app: App, row: ConnectionRow) -> None:
+    if not (row.channel_id and row.channel_resource_id):
+        return
+    connector = app.connector_for(row)
+    assert isinstance(connector, GoogleConnector)
+    try:
+        connector.stop_channel(row.channel_id, row.channel_resource_id)
+    except ConnectorError as exc:
+        log.warning("could not stop watch channel of connection %d: %s", row.id, exc)
+    finally:
+        connector.close()
+
+
+def accept_push(app: App, connection_id: int, channel_id: str, token: str, state: str) -> bool:
+    """Check a notification against the stored channel; on a change, queue a pass now."""
+    now = app.clock()
+    with app.sessions.begin() as s:
+        row = s.get(ConnectionRow, connection_id)
+        if row is None or row.channel_id != channel_id or row.channel_token_hash is None:
+            return False
+        if not secrets.compare_digest(row.channel_token_hash, _hash(token)):
+            return False
+        if state != "sync":  # "sync" only confirms the channel; "exists" means a change
+            queue.mark_due(s, row.therapist_id, now)
+    return True
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def _page(title: str, message: str, status: int = 200) -> HTMLResponse:
+    body = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title>"
+        "<body style='font-family:system-ui;max-width:32rem;margin:3rem auto;padding:0 1rem'>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></body></html>"
+    )
+    return HTMLResponse(body, status_code=status)
+
+
+@register_routes
+def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
+    async def callback(request: Request) -> Response:
+        params = request.query_params
+        if "error" in params:
+            return _page("Not connected", f"Google said: {params['error']}.", 400)
+        state, code = params.get("state"), params.get("code")
+        if not state or not code:
+            return _page("Not connected", "The link is incomplete.", 400)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, complete, app, state, code)
+        except OperationError as exc:
+            return _page("Not connected", str(exc), 400)
+        daemon.wake()
+        return _page(
+            "Calendar connected",
+            "Your sessions will appear in your Google calendar within a minute. "
+            "You can close this window.",
+        )
+
+    async def push(request: Request) -> Response:
+        h = request.headers
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            None,
+            accept_push,
+            app,
+            request.path_params["connection_id"],
+            h.get("x-goog-channel-id", ""),
+            h.get("x-goog-channel-token", ""),
+            h.get("x-goog-resource-state", ""),
+        )
+        if not ok:
+            return JSONResponse({"status": 403, "error": "unknown channel"}, status_code=403)
+        daemon.wake()
+        return Response(status_code=204)
+
+    return [
+        Route(CALLBACK_PATH, callback, methods=["GET"]),
+        Route(PUSH_PATH, push, methods=["POST"]),
+    ]

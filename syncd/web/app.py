@@ -1,0 +1,193 @@
+"""The daemon's Starlette application: health checks, JSON errors, a request-body limit, and the
+routes that feature modules register.
+
+Feature modules add routes without touching ``build_app``: at import time they call
+``register_routes`` with a factory that receives the ``App`` and the ``Daemon`` and returns the
+routes to serve (the Google connector registers its OAuth callback and push receiver this way).
+The registering module must be imported before the daemon starts, e.g. by ``syncd.app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from syncd.app import App
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20  # 1 MiB: far above any platform event or Google notification
+READY_TIMEOUT = 2.0  # seconds the database has to answer /readyz
+
+RouteFactory = Callable[[App, "Daemon"], Sequence[BaseRoute]]
+
+_factories: list[RouteFactory] = []
+
+
+def register_routes(factory: RouteFactory) -> RouteFactory:
+    """Serve the routes ``factory(app, daemon)`` returns in every daemon started from now on.
+    Registering the same factory again is a no-op. Usable as a decorator."""
+    if factory not in _factories:
+        _factories.append(factory)
+    return factory
+
+
+def extra_routes(app: App, daemon: Daemon) -> list[BaseRoute]:
+    """The routes of every registered feature module, in registration order."""
+    return [route for factory in _factories for route in factory(app, daemon)]
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one error shape of the HTTP API: ``{"status": 404, "error": "Not Found"}``."""
+    return JSONResponse({"status": status, "error": message}, status_code=status, headers=headers)
+
+
+def build_app(
+    app: App,
+    daemon: Daemon,
+    routes: Sequence[BaseRoute] | None = None,
+    *,
+    max_body: int = MAX_BODY,
+) -> Starlette:
+    """The HTTP application of one daemon: ``/healthz``, ``/readyz`` and ``routes`` (default:
+    everything registered with ``register_routes``)."""
+    probe = _DatabaseProbe(app.db, READY_TIMEOUT)
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_request: Request) -> Response:
+        reason = await probe.check()
+        if reason is not None:
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    all_routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *(extra_routes(app, daemon) if routes is None else routes),
+    ]
+    _check_unique(all_routes)
+    web = Starlette(
+        routes=all_routes,
+        middleware=[Middleware(BodyLimit, max_bytes=max_body)],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    web.state.app = app
+    web.state.daemon = daemon
+    return web
+
+
+def _check_unique(routes: Sequence[BaseRoute]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Route):
+            for method in route.methods or {"*"}:
+                if (route.path, method) in seen:
+                    raise ValueError(f"HTTP route {method} {route.path} is registered twice")
+                seen.add((route.path, method))
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def _server_error(_request: Request, _exc: Exception) -> Response:
+    # Starlette re-raises after this response, so uvicorn logs the traceback; the client only
+    # learns that it failed.
+    return error_response(500, "Internal Server Error")
+
+
+class _DatabaseProbe:
+    """``SELECT 1`` on a worker thread with a deadline. A probe stuck on a hung database is
+    shared by the next checks rather than piling up one blocked thread per request."""
+
+    def __init__(self, db: DbEngine, timeout: float) -> None:
+        self.db = db
+        self.timeout = timeout
+        self._running: asyncio.Future[None] | None = None
+
+    async def check(self) -> str | None:
+        """None when the database answered in time, else why not."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.get_running_loop().run_in_executor(None, self._select_one)
+            self._running.add_done_callback(_retrieve)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._running), self.timeout)
+        except TimeoutError:
+            return f"the database did not answer within {self.timeout:g} s"
+        except Exception as exc:
+            log.warning("readiness check: the database failed: %s", exc)
+            return f"the database failed the check ({type(exc).__name__})"
+        return None
+
+    def _select_one(self) -> None:
+        with self.db.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # consumed here when no request awaits it any more
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` with a JSON 413: at once when Content-Length
+    says so, else as soon as the streamed body crosses the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body larger than {self.max_bytes} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(413, too_large)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, too_large)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as exc:
+            # Normally rendered by Starlette's exception middleware inside this one; this
+            # catches a body read outside it (another middleware) before any response.
+            if exc.status_code != 413 or started:
+                raise
+            await error_response(413, too_large)(scope, receive, send)
