@@ -16,7 +16,14 @@ class NotFound(ConnectorError):
 
 
 class AlreadyExists(ConnectorError):
-    """A create found something already at that name (412 on If-None-Match, 409 duplicate)."""
+    """A create found something already at that name (412 on If-None-Match, 409 duplicate).
+
+    ``href`` is where the existing resource lives, when the connector knows it is not simply
+    ``href_for(name)`` (Google: a later generation of the name)."""
+
+    def __init__(self, message: str, href: str | None = None) -> None:
+        super().__init__(message)
+        self.href = href
 
 
 class PreconditionFailed(ConnectorError):

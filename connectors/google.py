@@ -67,6 +67,7 @@ RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
 QUOTA_BACKOFF = 300.0
 MARKER = "[syncd:{}]"
+MAX_GENERATIONS = 50
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ class GoogleSettings:
     reminder_minutes: tuple[int, ...] | None = None  # None: the calendar's default reminders
     min_interval: float = 0.0  # seconds between two requests to this account
     max_batch: int = 50
+
+
+def generation(name: str, n: int) -> str:
+    """``x.ics`` under generation ``n``: Google never lets an id of a deleted event be used
+    again (insert → 409, update → 403), so restoring a deleted entry needs a new name."""
+    if n == 0:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}~{n}.{ext}" if dot else f"{name}~{n}"
 
 
 def event_id_for(name: str) -> str:
@@ -204,9 +214,7 @@ class GoogleConnector:
         http = google_auth_httplib2.AuthorizedHttp(
             credentials, http=httplib2.Http(timeout=settings.timeout)
         )
-        self._service: Any = build_from_document(
-            _discovery_document(settings.url), http=http, static_discovery=False
-        )
+        self._service: Any = build_from_document(_discovery_document(settings.url), http=http)
         self._calendar: str | None = None
         if settings.calendar_url:
             self._calendar = self._calendar_id_from(settings.calendar_url)
@@ -386,33 +394,31 @@ class GoogleConnector:
 
     def create(self, name: str, body: str) -> RemoteItem:
         calendar = self._require_calendar()
-        resource = self._resource(name, body)
-        try:
-            event = self._execute(
-                self._events().insert(calendarId=calendar, body=resource), "events.insert"
-            )
-        except AlreadyExists:
-            return self._insert_conflict(calendar, name, resource)
-        return RemoteItem(self._href(event["id"]), event["etag"])
+        for n in range(MAX_GENERATIONS):
+            named = generation(name, n)
+            resource = self._resource(named, body)
+            try:
+                event = self._execute(
+                    self._events().insert(calendarId=calendar, body=resource), "events.insert"
+                )
+            except AlreadyExists:
+                self._burnt(calendar, named, resource)  # raises unless the id is burnt
+                continue
+            return RemoteItem(self._href(event["id"]), event["etag"])
+        raise ProtocolError(f"{name}: deleted and re-created more than {MAX_GENERATIONS} times")
 
-    def _insert_conflict(self, calendar: str, name: str, resource: dict[str, Any]) -> RemoteItem:
-        """409 on insert: the id exists (live: a real conflict; deleted: Google keeps deleted
-        events, so "create" means bringing it back) or the iCalUID is taken by another event."""
-        event_id = resource["id"]
+    def _burnt(self, calendar: str, named: str, resource: dict[str, Any]) -> None:
+        """After a 409: returns when the id belongs to a deleted event (try the next
+        generation); raises AlreadyExists when a live event holds the id or the UID."""
         try:
             current = self._execute(
-                self._events().get(calendarId=calendar, eventId=event_id), "events.get"
+                self._events().get(calendarId=calendar, eventId=resource["id"]), "events.get"
             )
         except NotFound:
             raise AlreadyExists(f"UID {resource.get('iCalUID')} is used by another event") from None
-        if current.get("status") != "cancelled":
-            raise AlreadyExists(f"{name} already exists")
-        event = self._execute(
-            self._events().update(calendarId=calendar, eventId=event_id, body=resource),
-            "events.update",
-            if_match=current["etag"],
-        )
-        return RemoteItem(self._href(event["id"]), event["etag"])
+        if current.get("status") == "cancelled":
+            return
+        raise AlreadyExists(f"{named} already exists", href=self._href(current["id"]))
 
     def update(self, href: str, body: str, etag: str) -> RemoteItem:
         calendar = self._require_calendar()
@@ -425,8 +431,10 @@ class GoogleConnector:
                 "events.update",
                 if_match=etag,
             )
-        except PreconditionFailed:
-            self._get(calendar, event_id)  # NotFound if it was deleted meanwhile
+        except (PreconditionFailed, AuthFailed):
+            # 412 after someone's edit, or Google's 403 for updating a deleted event: which one
+            # it was decides between PreconditionFailed and NotFound.
+            self._get(calendar, event_id)
             raise
         return RemoteItem(href, event["etag"])
 

@@ -311,9 +311,9 @@ class Engine:
     def _create(self, connector: Connector, name: str, body: str) -> RemoteItem:
         try:
             return self._retry(lambda: connector.create(name, body))
-        except AlreadyExists:
+        except AlreadyExists as exc:
             # Ours from an interrupted pass (the name is derived from the UID): take it over.
-            href = connector.href_for(name)
+            href = exc.href or connector.href_for(name)
             current = self._retry(lambda: connector.get(href))
             return self._retry(lambda: connector.update(href, body, current.etag))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from connectors.base import Changes
-from syncd.project import Entry, is_ours
+from syncd.project import Entry, base_name, is_ours
 
 
 class Op(enum.StrEnum):
@@ -79,7 +79,7 @@ def plan(
         return observed.changed.get(href, fallback)
 
     seen = observed.changed
-    by_name = {resource_name(h): h for h in seen}
+    by_name = {base_name(resource_name(h)): h for h in seen}
     actions: list[Action] = []
     accounted: set[str] = {m.href for m in mirror.values()}
 

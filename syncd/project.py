@@ -96,6 +96,16 @@ def name_for(uid: str) -> str:
     return uid.removesuffix(f"@{UID_DOMAIN}") + ".ics"
 
 
+def base_name(resource_name: str) -> str:
+    """The name without a generation suffix (``x~2.ics`` → ``x.ics``): providers that never
+    reuse the id of a deleted resource (Google) re-create an entry under its next generation."""
+    stem, dot, ext = resource_name.rpartition(".")
+    head, tilde, gen = stem.rpartition("~")
+    if dot and tilde and gen.isdigit() and head:
+        return f"{head}.{ext}"
+    return resource_name
+
+
 def is_ours(resource_name: str) -> bool:
     """Only resources named by syncd are ever touched; everything else belongs to the therapist."""
     return resource_name.startswith(NAME_PREFIX) and resource_name.endswith(".ics")
