@@ -45,7 +45,7 @@ from tests.caldav_servers import (
     unused_port,
 )
 from tests.google_standin import GoogleStandIn
-from tests.google_standin.fixtures import build_service, google_standin  # noqa: F401
+from tests.google_standin.fixtures import build_service
 
 # -- bodies -------------------------------------------------------------------------------------
 

@@ -4,8 +4,7 @@ only through an injected clock."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import read_calendar
 from tests.clock import FakeClock
 from tests.conftest import make_config
+from tests.inprocess import run_daemon_until
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday morning
 SESSION_START = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -147,27 +147,6 @@ def test_rejected_offer_cancels_the_session_and_releases_everything(world) -> No
         row = s.get(SessionRow, "s-1")
         assert row is not None and row.status == "cancelled"
         assert row.cancellation == {"reason": "alternatives_rejected", "by": "client"}
-
-
-def run_daemon_until(app: App, done: Callable[[Daemon], bool], timeout: float = 20) -> Daemon:
-    """Run an in-process daemon until ``done(daemon)``, then stop it cleanly."""
-    daemon = Daemon(app)
-
-    async def main() -> None:
-        task = asyncio.create_task(daemon.serve())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not done(daemon):
-            if loop.time() > deadline or task.done():
-                daemon.stop()
-                await task
-                raise AssertionError("daemon did not reach the expected state")
-            await asyncio.sleep(0.02)
-        daemon.stop()
-        await task
-
-    asyncio.run(main())
-    return daemon
 
 
 def test_holds_are_released_at_expiry_even_across_a_restart(world, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
