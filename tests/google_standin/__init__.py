@@ -1,0 +1,15 @@
+"""A faithful local stand-in of the Google Calendar v3 API (and Google's OAuth endpoints) for
+tests and benchmarks, driven by the real google-api-python-client. See README.md."""
+
+from ._errors import FAULT_KINDS, ApiError
+from ._model import Fault, Notification
+from .server import GoogleStandIn, packaged_discovery_document
+
+__all__ = [
+    "FAULT_KINDS",
+    "ApiError",
+    "Fault",
+    "GoogleStandIn",
+    "Notification",
+    "packaged_discovery_document",
+]
