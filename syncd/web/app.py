@@ -99,7 +99,8 @@ def _check_unique(routes: Sequence[BaseRoute]) -> None:
     seen: set[tuple[str, str]] = set()
     for route in routes:
         if isinstance(route, Route):
-            for method in route.methods or {"*"}:
+            # Sorted, so the error names the same method every run (GET before HEAD).
+            for method in sorted(route.methods or {"*"}):
                 if (route.path, method) in seen:
                     raise ValueError(f"HTTP route {method} {route.path} is registered twice")
                 seen.add((route.path, method))
