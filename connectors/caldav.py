@@ -486,12 +486,18 @@ class CalDAVConnector:
             self._raise_if_absent(href)
             raise
 
-    def delete_calendar(self) -> None:
-        """Delete the whole calendar collection (used when disconnecting syncd's own)."""
+    def delete_calendar(self) -> bool:
+        """Delete the whole calendar collection (used when disconnecting syncd's own). Checked
+        afterwards: False when the server acknowledged the DELETE but still has the calendar,
+        so the caller can remove syncd's entries one by one instead."""
         url = self.ensure_calendar()
         with contextlib.suppress(NotFound):
             self._request("DELETE", url, _Op.WRITE, ok=(200, 202, 204))
-        self._forget_calendar()
+        with _translated(_Op.READ, "delete_calendar"):
+            gone = self._resource_kind(url) is None
+        if gone:
+            self._forget_calendar()
+        return gone
 
     def close(self) -> None:
         with _translated(_Op.READ, "close"):

@@ -527,10 +527,11 @@ class GoogleConnector:
                 "channels.stop",
             )
 
-    def delete_calendar(self) -> None:
+    def delete_calendar(self) -> bool:
         calendar = self._require_calendar()
         with contextlib.suppress(NotFound):
             self._execute(self._service.calendars().delete(calendarId=calendar), "calendars.delete")
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

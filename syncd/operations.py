@@ -227,9 +227,7 @@ def disconnect(
         try:
             if not keep_events:
                 delete_calendar = getattr(connector, "delete_calendar", None)
-                if row.calendar_owned and delete_calendar is not None:
-                    delete_calendar()
-                else:
+                if not (row.calendar_owned and delete_calendar is not None and delete_calendar()):
                     for entry in entries.values():
                         with contextlib.suppress(NotFound):
                             connector.delete(entry.href, None)

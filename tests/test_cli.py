@@ -116,3 +116,22 @@ def test_resync_dry_run_prints_the_plan_and_changes_nothing(
     assert code == 0 and "applied 1 change" in out
     code, out, _ = cli(cfg, "status")
     assert "ok" in out
+
+
+def test_connect_google_prints_an_authorization_link(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "syncd.toml",
+        make_config(
+            tmp_path / "state",
+            google={"client_id": "cid-123"},
+            http={"port": 8470, "public_url": "https://syncd.example.org"},
+        ),
+    )
+    cli(cfg, "ingest", "-", stdin=jsonl([f.therapist()]))
+    code, out, _ = cli(cfg, "connect", "google", "t-1")
+    assert code == 0
+    link = next(line for line in out.splitlines() if line.startswith("http"))
+    assert "client_id=cid-123" in link and "code_challenge_method=S256" in link
+    assert "redirect_uri=https%3A%2F%2Fsyncd.example.org%2Foauth%2Fgoogle%2Fcallback" in link
+    out2 = run_syncd(cfg, "disconnect", "t-1", "99")
+    assert out2.returncode != 0 and "has no connection 99" in out2.stderr

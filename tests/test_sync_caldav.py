@@ -271,3 +271,34 @@ def test_unconfirmed_is_tentative_confirming_updates_in_place_timeout_removes(se
     )
     assert sync(app) == [Op.DELETE]
     assert list(read_calendar(server, cal)) == [uid_for("session", "s-1")]
+
+
+def test_disconnect_deletes_the_dedicated_calendar_or_only_our_entries(
+    sqlite_app: App, caldav_server: CalDAVServer
+) -> None:
+    app, server = sqlite_app, caldav_server
+    app.ingestor().ingest(f.therapist())
+    own = connect(app, server)
+    app.ingestor().ingest(f.session("s-1", f.future(days=10)))
+    sync(app)
+    with app.sessions() as s:
+        cid = s.scalars(select(ConnectionRow.id)).one()
+    assert operations.disconnect(app, "t-1", cid) == 1
+    assert raw_request(server, own, "GET") == 404  # the dedicated calendar is gone whole
+    # In a calendar the therapist chose, only syncd's entries go; theirs stay.
+    app.ingestor().ingest(f.therapist("t-2"))
+    mine = connect(app, server, "t-2")  # a calendar of theirs, as far as t-3 is concerned
+    foreign = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//me//EN\r\nBEGIN:VEVENT\r\nUID:gym\r\n"
+        "DTSTAMP:20261101T000000Z\r\nDTSTART:20261210T090000Z\r\nDTEND:20261210T100000Z\r\n"
+        "SUMMARY:Gym\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    raw_request(server, mine + "gym.ics", "PUT", foreign, {"Content-Type": "text/calendar"})
+    app.ingestor().ingest(f.therapist("t-3"))
+    connect(app, server, "t-3", calendar_url=mine)
+    app.ingestor().ingest(f.session("s-3", f.future(days=11), therapist_id="t-3"))
+    sync(app, "t-3")
+    with app.sessions() as s:
+        cid3 = s.scalars(select(ConnectionRow.id).where(ConnectionRow.therapist_id == "t-3")).one()
+    assert operations.disconnect(app, "t-3", cid3) == 1
+    assert list(read_calendar(server, mine)) == ["gym"]
