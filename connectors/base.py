@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from connectors.errors import ConnectorError
@@ -101,3 +102,50 @@ class BatchWriter(Protocol):
     max_batch: int
 
     def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]: ...
+
+
+# -- busy time (the therapist's own calendars, read back) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarInfo:
+    """One calendar of the account. ``ref`` is what selections store: the calendar's URL
+    (CalDAV) or id (Google)."""
+
+    ref: str
+    name: str
+    is_syncd: bool  # syncd's own dedicated calendar: never counts as busy
+
+
+@dataclass(frozen=True, slots=True)
+class BusyInterval:
+    """Time the therapist is busy. Only the interval and a reference are kept: never titles,
+    descriptions or attendees of the therapist's own events."""
+
+    start: datetime  # aware UTC
+    end: datetime
+    calendar: str  # CalendarInfo.ref
+    tentative: bool = False
+    ref: str | None = None  # the remote event (href or event id) when the method reveals it
+
+
+@dataclass(frozen=True, slots=True)
+class BusyOptions:
+    tentative_busy: bool = True  # TENTATIVE events count as busy
+    all_day: Literal["transparency", "busy", "free"] = "transparency"
+
+
+@runtime_checkable
+class BusyReader(Protocol):
+    def calendars(self) -> list[CalendarInfo]: ...
+
+    def busy(
+        self,
+        start: datetime,
+        end: datetime,
+        calendars: Sequence[str],
+        options: BusyOptions,
+    ) -> list[BusyInterval]:
+        """Busy intervals overlapping [start, end) in the given calendars (refs). Never counts
+        syncd's own entries, TRANSPARENT or CANCELLED events; recurring events expanded."""
+        ...
