@@ -102,7 +102,13 @@ class App:
     def engine(self) -> Engine:
         s = self.config.sync
         policy = retry.RetryPolicy(s.retry_attempts, s.retry_base, s.retry_cap)
-        return Engine(self.sessions, self.connector_for, clock=self.clock, policy=policy)
+        return Engine(
+            self.sessions,
+            self.connector_for,
+            clock=self.clock,
+            policy=policy,
+            availability=self.config.availability,
+        )
 
     def ingestor(self) -> Ingestor:
         hold = timedelta(hours=self.config.offers.hold_hours)

@@ -434,6 +434,149 @@ def outbox_cmd(ctx: click.Context, limit: int) -> None:
         console.print("no [platform] webhook_url: notifications are kept, not sent", markup=False)
 
 
+def _instant(value: str, zone: str, field: str) -> datetime:
+    """A date (local midnight in ``zone``) or an ISO-8601 instant (offset required)."""
+    from datetime import date
+    from zoneinfo import ZoneInfo
+
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise CliError(f"{field}: {value!r} is not a date (YYYY-MM-DD) or an instant") from None
+    if parsed.tzinfo is None:
+        raise CliError(f"{field}: {value!r} needs an offset (or give a date)")
+    return parsed
+
+
+@main.command()
+@click.argument("therapist")
+@click.option("--from", "from_", default=None, help="Date or ISO instant (default: now).")
+@click.option("--to", "to", default=None, help="Date or ISO instant (default: 7 days later).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def availability(
+    ctx: click.Context, therapist: str, from_: str | None, to: str | None, as_json: bool
+) -> None:
+    """Bookable slots of THERAPIST, with how fresh each source of busy time is."""
+    import json as json_mod
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from syncd import operations
+    from syncd.store import repo
+
+    app = _app(ctx)
+    with app.sessions() as s:
+        state = repo.platform_state(s, therapist)
+    if state is None:
+        raise CliError(f"unknown therapist {therapist!r}")
+    zone = state.therapist.timezone
+    start = _instant(from_, zone, "--from") if from_ else app.clock()
+    end = _instant(to, zone, "--to") if to else start + timedelta(days=7)
+    view = operations.availability_for(app, therapist, start, end)
+    if as_json:
+        from syncd.web.queries import availability_json
+
+        click.echo(json_mod.dumps(availability_json(view), indent=2))
+        return
+    local = ZoneInfo(zone)
+    table = Table(title=f"{therapist}: {len(view.slots)} bookable slots ({zone})")
+    table.add_column("day")
+    table.add_column("slots")
+    days: dict[str, list[str]] = {}
+    for slot in view.slots:
+        start_local = slot.start.astimezone(local)
+        days.setdefault(f"{start_local:%a %Y-%m-%d}", []).append(f"{start_local:%H:%M}")
+    for day, times in days.items():
+        table.add_row(day, " ".join(times))
+    console.print(table)
+    now = app.clock()
+    for src in view.sources:
+        when = _ago(src.as_of, now)
+        flag = " [red](stale)[/]" if src.stale else ""
+        console.print(f"  {src.source}: as of {when}{flag}", highlight=False)
+
+
+@main.command()
+@click.argument("therapist", required=False)
+@click.option("--all", "include_resolved", is_flag=True, help="Include resolved conflicts.")
+@click.pass_context
+def conflicts(ctx: click.Context, therapist: str | None, include_resolved: bool) -> None:
+    """Clashes between the therapists' own busy time and what is booked."""
+    from syncd import operations
+
+    app = _app(ctx)
+    rows = operations.conflicts(app, therapist_id=therapist, include_resolved=include_resolved)
+    table = Table(title="conflicts")
+    for col in ("id", "therapist", "booked", "overlap (UTC)", "calendar", "detected", "state"):
+        table.add_column(col)
+    now = app.clock()
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.therapist_id,
+            f"{r.entity_kind} {r.entity_id}",
+            f"{r.start_at:%Y-%m-%d %H:%M}-{r.end_at:%H:%M}",
+            f"#{r.connection_id} {r.calendar_ref}",
+            _ago(r.detected_at, now),
+            "resolved" if r.resolved_at else "[red]open[/]",
+        )
+    console.print(table)
+    if not rows:
+        console.print("no open conflicts" if not include_resolved else "no conflicts")
+
+
+@main.command()
+@click.argument("therapist")
+@click.option("--connection", type=int, default=None, help="The connection to change.")
+@click.option(
+    "--select",
+    "selected",
+    multiple=True,
+    metavar="CALENDAR",
+    help="Count this calendar (repeatable); replaces the current choice.",
+)
+@click.option(
+    "--default",
+    "use_default",
+    is_flag=True,
+    help="Back to the default: every calendar but syncd's own.",
+)
+@click.pass_context
+def calendars(
+    ctx: click.Context,
+    therapist: str,
+    connection: int | None,
+    selected: tuple[str, ...],
+    use_default: bool,
+) -> None:
+    """List THERAPIST's calendars and which count as busy time; --select/--default change it."""
+    from syncd import operations
+
+    app = _app(ctx)
+    if selected or use_default:
+        if connection is None:
+            raise CliError("--connection is needed to change the selection")
+        operations.select_calendars(
+            app, therapist, connection, None if use_default else list(selected)
+        )
+    table = Table(title=f"{therapist}: calendars")
+    for col in ("conn", "calendar", "name", "counts as busy"):
+        table.add_column(col)
+    for c in operations.calendars(app, therapist):
+        note = " (syncd's own)" if c.calendar.is_syncd else ""
+        table.add_row(
+            str(c.connection_id),
+            c.calendar.ref,
+            c.calendar.name + note,
+            "[green]yes[/]" if c.counts else "no",
+        )
+    console.print(table)
+
+
 @main.group()
 def db() -> None:
     """Database maintenance."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -71,6 +71,14 @@ class GoogleConfig(_Section):
     max_batch: int = Field(50, ge=1, le=1000)
     watch: bool = True
     watch_ttl: int = Field(7 * 24 * 3600, ge=300)
+
+
+class AvailabilityConfig(_Section):
+    weeks: int = Field(8, ge=1, le=52)
+    busy_refresh: float = Field(60, ge=0)
+    tentative_busy: bool = True
+    all_day: Literal["transparency", "busy", "free"] = "transparency"
+    stale_after: float = Field(3600, ge=60)
 
 
 class OffersConfig(_Section):
@@ -136,6 +144,7 @@ class Config(_Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)
     google: GoogleConfig = Field(default_factory=GoogleConfig)
+    availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig)
 
     @property
     def database_url(self) -> str:

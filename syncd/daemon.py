@@ -21,6 +21,7 @@ from syncd.app import App
 from syncd.engine import PassReport
 from syncd.replica import dead_local_owner, replica_id
 from syncd.store import queue
+from syncd.web import queries as _queries  # noqa: F401 - registers its routes
 from syncd.web.app import build_app
 from syncd.web.server import WebServer
 

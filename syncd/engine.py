@@ -27,8 +27,9 @@ from connectors.errors import (
     PreconditionFailed,
     Transient,
 )
-from syncd import ical, outbox, retry
+from syncd import ical, outbox, reconcile, retry
 from syncd.clock import Clock, utc_now
+from syncd.config import AvailabilityConfig
 from syncd.plan import Action, Op, plan
 from syncd.project import Entry, project
 from syncd.store import repo
@@ -89,11 +90,13 @@ class Engine:
         *,
         clock: Clock = utc_now,
         policy: retry.RetryPolicy | None = None,
+        availability: AvailabilityConfig | None = None,
     ) -> None:
         self._sessions = sessions
         self._connector_for = connector_for
         self._clock = clock
         self._policy = policy or retry.RetryPolicy()
+        self._availability = availability or AvailabilityConfig()
         # Connectors live across passes: their HTTP connections, OAuth access tokens and server
         # capability probes are reused. Keyed by connection id, replaced when the row changes.
         self._connectors: dict[int, tuple[tuple[object, ...], Connector]] = {}
@@ -142,7 +145,24 @@ class Engine:
             conns = repo.connections(s, therapist_id)
         for conn in conns:
             report.connections.append(self._sync(conn, desired, full=full, dry_run=dry_run))
+        if not dry_run:
+            self._reconcile(therapist_id, conns)
         return report
+
+    def _reconcile(self, therapist_id: str, conns: list[ConnectionRow]) -> None:
+        """Step 5: the therapist's own busy time back in, conflicts and availability out."""
+        now = self._clock()
+        cfg = self._availability
+        for conn in conns:
+            if conn.state == ConnectionState.NEEDS_REAUTH or not reconcile.busy_due(conn, now, cfg):
+                continue
+            try:
+                connector = self._connector(conn)
+            except Exception as exc:
+                log.warning("connection %d: no busy time read: %s", conn.id, exc)
+                continue
+            reconcile.refresh_busy(self._sessions, connector, conn, now, cfg)
+        reconcile.settle(self._sessions, therapist_id, now, cfg)
 
     # -- one connection -----------------------------------------------------------------------
 

@@ -15,7 +15,14 @@ from syncd.recurrence import occurrences
 @dataclass(frozen=True, slots=True)
 class Occupied:
     interval: d.Interval
-    what: str  # "session s-1", "hold of offer o-1", "reserved slot r-1"
+    kind: str  # session | hold | reserved
+    entity_id: str  # the session, offer or reservation id
+
+    @property
+    def what(self) -> str:
+        return {"session": "session", "hold": "hold of offer", "reserved": "reserved slot"}[
+            self.kind
+        ] + f" {self.entity_id}"
 
 
 def pending_offers(state: PlatformState, now: datetime) -> Iterator[d.Offer]:
@@ -34,15 +41,15 @@ def occupied(
 ) -> Iterator[Occupied]:
     for s in state.sessions:
         if s.blocks_time and s.id != except_session and s.interval.overlaps(window):
-            yield Occupied(s.interval, f"session {s.id}")
+            yield Occupied(s.interval, "session", s.id)
     for offer in pending_offers(state, now):
         if offer.id == except_offer:
             continue
         for alt in offer.alternatives:
             held = d.Interval(alt.start, alt.end)
             if held.overlaps(window):
-                yield Occupied(held, f"hold of offer {offer.id}")
+                yield Occupied(held, "hold", offer.id)
     for slot in state.reserved_slots:
         if slot.state is d.ReservationState.ACTIVE or slot.until is not None:
             for occ in occurrences(slot, window.start, window.end):
-                yield Occupied(occ, f"reserved slot {slot.id}")
+                yield Occupied(occ, "reserved", slot.id)

@@ -10,13 +10,22 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
 
+from connectors.base import BusyReader, CalendarInfo
 from connectors.errors import ConnectorError, NotFound
-from syncd import outbox
+from syncd import availability, occupancy, outbox, reconcile
+from syncd import domain as d
 from syncd.app import App
 from syncd.engine import Engine, PassReport
 from syncd.replica import replica_id
 from syncd.store import queue, repo
-from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, SyncQueueRow, TherapistRow
+from syncd.store.tables import (
+    ConflictRow,
+    ConnectionRow,
+    DriftRow,
+    MirrorRow,
+    SyncQueueRow,
+    TherapistRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +273,107 @@ def disconnect(
             now,
         )
     return removed
+
+
+# -- availability, conflicts, busy calendars ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    source: str  # "platform" or "connection <id> (<provider>)"
+    as_of: datetime | None
+    stale: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityView:
+    therapist_id: str
+    timezone: str
+    start: datetime
+    end: datetime
+    slots: list[availability.Slot]
+    sources: list[Freshness]
+
+
+def availability_for(
+    app: App, therapist_id: str, start: datetime, end: datetime
+) -> AvailabilityView:
+    """Bookable slots computed now from the stored platform state and the last known busy time
+    of every connection, with how fresh each source is."""
+    if end <= start:
+        raise OperationError("the end of the range must be after its start")
+    if end - start > timedelta(days=366):
+        raise OperationError("ask for at most a year at once")
+    now = app.clock()
+    window = d.Interval(start, end)
+    with app.sessions() as s:
+        state = repo.platform_state(s, therapist_id)
+        if state is None:
+            raise OperationError(f"unknown therapist {therapist_id!r}")
+        conns = repo.connections(s, therapist_id)
+        external = reconcile.stored_busy(s, [c.id for c in conns])
+    busy = [o.interval for o in occupancy.occupied(state, window, now)]
+    busy += [b.interval for b in external]
+    slots = availability.available_slots(state.therapist, window, busy)
+    limit = timedelta(seconds=app.config.availability.stale_after)
+    sources = [Freshness("platform", now, False)]
+    for c in conns:
+        stale = c.busy_fetched_at is None or bool(c.busy_error) or (now - c.busy_fetched_at) > limit
+        sources.append(
+            Freshness(f"connection {c.id} ({c.provider})", c.busy_fetched_at, stale, c.busy_error)
+        )
+    return AvailabilityView(therapist_id, state.therapist.timezone, start, end, slots, sources)
+
+
+def conflicts(
+    app: App, *, therapist_id: str | None = None, include_resolved: bool = False
+) -> list[ConflictRow]:
+    with app.sessions() as s:
+        query = select(ConflictRow).order_by(ConflictRow.start_at)
+        if therapist_id is not None:
+            query = query.where(ConflictRow.therapist_id == therapist_id)
+        if not include_resolved:
+            query = query.where(ConflictRow.resolved_at.is_(None))
+        return list(s.scalars(query).all())
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarChoice:
+    connection_id: int
+    calendar: CalendarInfo
+    counts: bool  # its busy time is read
+
+
+def calendars(app: App, therapist_id: str) -> list[CalendarChoice]:
+    """Every calendar of every connection of the therapist, and whether it counts as busy."""
+    with app.sessions() as s:
+        if s.get(TherapistRow, therapist_id) is None:
+            raise OperationError(f"unknown therapist {therapist_id!r}")
+        conns = repo.connections(s, therapist_id)
+    out: list[CalendarChoice] = []
+    for conn in conns:
+        connector = app.connector_for(conn)
+        try:
+            if not isinstance(connector, BusyReader):
+                continue
+            for info in connector.calendars():
+                chosen = conn.busy_calendars
+                counts = (info.ref in chosen) if chosen is not None else not info.is_syncd
+                out.append(CalendarChoice(conn.id, info, counts))
+        finally:
+            connector.close()
+    return out
+
+
+def select_calendars(
+    app: App, therapist_id: str, connection_id: int, refs: list[str] | None
+) -> None:
+    """Choose which calendars count as busy (None: the default, all but syncd's own)."""
+    with app.sessions.begin() as s:
+        row = s.get(ConnectionRow, connection_id)
+        if row is None or row.therapist_id != therapist_id:
+            raise OperationError(f"therapist {therapist_id!r} has no connection {connection_id}")
+        row.busy_calendars = refs
+        row.busy_fetched_at = None  # read again on the next pass
+        queue.mark_due(s, therapist_id, app.clock())

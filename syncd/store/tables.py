@@ -171,6 +171,11 @@ class ConnectionRow(Base):
     channel_token_hash: Mapped[str | None] = mapped_column(String(64))
     channel_resource_id: Mapped[str | None] = mapped_column(String(200))
     channel_expires_at: Mapped[datetime | None]
+    # Busy time: which calendars count (None: all but syncd's own), and how fresh it is.
+    busy_calendars: Mapped[list[Any] | None] = mapped_column(JSON)
+    busy_fetched_at: Mapped[datetime | None]
+    busy_error: Mapped[str | None] = mapped_column(Text)
+    busy_flagged_at: Mapped[datetime | None]  # stale beyond the limit, and announced
 
 
 class OAuthRequestRow(Base):
@@ -250,3 +255,47 @@ class OutboxRow(Base):
     lease_until: Mapped[datetime | None]
     last_status: Mapped[int | None]  # HTTP status of the last attempt (None: no response)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class BusyIntervalRow(Base):
+    """The therapist's own busy time as last read: intervals only, never titles or attendees."""
+
+    __tablename__ = "busy_intervals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), index=True
+    )
+    calendar_ref: Mapped[str] = mapped_column(Text)
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    tentative: Mapped[bool] = mapped_column(Boolean, default=False)
+    remote_ref: Mapped[str | None] = mapped_column(Text)
+
+
+class ConflictRow(Base):
+    """A busy interval of the therapist's own calendar overlapping something booked. syncd only
+    records and announces it; nothing booked is ever moved or cancelled because of it."""
+
+    __tablename__ = "conflicts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    connection_id: Mapped[int]
+    entity_kind: Mapped[str] = mapped_column(String(20))  # session | hold | reserved
+    entity_id: Mapped[str] = mapped_column(String(200))
+    start_at: Mapped[datetime]  # the overlap
+    end_at: Mapped[datetime]
+    busy_start_at: Mapped[datetime]  # the busy interval that overlaps (identity of the clash)
+    busy_end_at: Mapped[datetime]
+    calendar_ref: Mapped[str] = mapped_column(Text)
+    remote_ref: Mapped[str | None] = mapped_column(Text)
+    detected_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class AvailabilityRow(Base):
+    """The bookable slots last announced to the platform, to send changes only."""
+
+    __tablename__ = "availability"
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), primary_key=True)
+    slots: Mapped[list[Any]]
+    computed_at: Mapped[datetime]
