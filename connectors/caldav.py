@@ -29,6 +29,32 @@ Auth
     Basic, later connectors for the same account send it with their first request, so that a
     connector made for a single quiet sync pass costs a single request.
 
+Busy time (:class:`connectors.base.BusyReader`)
+    ``calendars()`` lists the VEVENT-capable calendars of the principal's calendar home (one
+    PROPFIND, Depth 1). syncd's dedicated calendar is recognised by its address alone,
+    ``<calendar home>/<calendar_id>/``, however the connector reached it (``ensure_calendar`` or a
+    stored ``calendar_url``); its ``is_syncd`` is True and ``busy()`` never reads it. A configured
+    ``calendar_url`` anywhere else is an existing calendar of the therapist that syncd writes into:
+    it is read, and syncd's entries in it (UID ``syncd-…`` or an ``X-SYNCD-KIND`` property) are
+    left out.
+
+    ``busy()`` picks a method per calendar from what this connector instance has seen the server
+    do (probed by the first request that needs it, then fixed for the instance; never by server
+    name): the RFC 4791 ``free-busy-query`` REPORT for calendars that hold no syncd entries when
+    the options can be honoured from FBTYPEs (``all_day="transparency"``: free-busy leaves out
+    transparent events but cannot tell all-day ones apart); otherwise, and after a server has
+    refused free-busy-query once, a ``calendar-query`` with a time-range filter and ``<C:expand>``.
+    A server that answers the expand request with RRULEs still in place has not expanded, so
+    from then on the query goes without it and the connector expands with
+    ``recurring_ical_events`` (which it does for any unexpanded reply anyway, so the answer is
+    right from the first call). Radicale 3.9 and Xandikos 0.4 do both free-busy-query and expand.
+
+    Intervals are clipped to ``[start, end)`` and sorted; free-busy periods are merged by the
+    server and carry no ``ref``, calendar-query ones are one per occurrence with the resource's
+    href as ``ref``. All-day dates and floating times are taken as UTC, as both servers do for
+    free-busy without a ``calendar-timezone``. Nothing of an event but its times, status,
+    transparency and UID is looked at, and only hrefs ever reach a log line.
+
 Errors
     :func:`_translate` is the only place that turns library exceptions, HTTP-library exceptions
     and HTTP statuses into :mod:`connectors.errors` types; every public method runs its network
@@ -42,21 +68,30 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
+import icalendar
+import recurring_ical_events
 from caldav.davclient import DAVClient
 from caldav.lib import error as caldav_error
 from caldav.lib.http_sync import requests as http_lib
 from caldav.lib.python_utilities import WireBytes
 
-from connectors.base import Changes, FetchedItem, RemoteItem
+from connectors.base import (
+    BusyInterval,
+    BusyOptions,
+    CalendarInfo,
+    Changes,
+    FetchedItem,
+    RemoteItem,
+)
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -107,6 +142,32 @@ _PROPFIND_BODY: Final = (
     '<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/><D:resourcetype/></D:prop></D:propfind>'
 )
 
+_CALENDARS_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav"><D:prop>'
+    "<D:displayname/><D:resourcetype/><C:supported-calendar-component-set/>"
+    "</D:prop></D:propfind>"
+)
+_FREEBUSY_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<C:free-busy-query xmlns:C="urn:ietf:params:xml:ns:caldav">'
+    '<C:time-range start="{start}" end="{end}"/>'
+    "</C:free-busy-query>"
+)
+_QUERY_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+    "<D:prop><C:calendar-data>{expand}</C:calendar-data></D:prop>"
+    '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+    '<C:time-range start="{start}" end="{end}"/>'
+    "</C:comp-filter></C:comp-filter></C:filter>"
+    "</C:calendar-query>"
+)
+_EXPAND: Final = '<C:expand start="{start}" end="{end}"/>'
+# How syncd marks what it writes into a calendar it does not own (see syncd.ical).
+_SYNCD_UID_PREFIX: Final = "syncd-"
+_SYNCD_KIND: Final = "X-SYNCD-KIND"
+
 _VALID_SYNC_TOKEN: Final = f"{DAV}valid-sync-token"
 _SUPPORTED_REPORT: Final = f"{DAV}supported-report"
 # RFC 4791 5.3.2.1 / RFC 6638 3.2.4.1: the UID is already used by another resource.
@@ -143,6 +204,8 @@ class _Op(enum.Enum):
     WRITE = "write"
     SYNC = "sync"  # sync-collection with a token from an earlier reply
     SYNC_INITIAL = "sync-initial"  # sync-collection with the empty token: a full listing
+    FREEBUSY = "free-busy"  # free-busy-query REPORT: the server may not have it
+    EXPAND_QUERY = "expand-query"  # calendar-query asking for <C:expand>: likewise
 
 
 class _SyncUnsupported(ProtocolError):
@@ -151,6 +214,11 @@ class _SyncUnsupported(ProtocolError):
     Never escapes the connector; a ProtocolError subclass so that it would still be typed if it
     ever did.
     """
+
+
+class _ReportUnsupported(ProtocolError):
+    """The server cannot answer free-busy-query, or calendar-query with <C:expand>; busy()
+    falls back to the next method. Never escapes the connector."""
 
 
 class _HTTPStatusError(Exception):
@@ -206,6 +274,15 @@ def _translate_status(
             # The empty token cannot be stale, so this is the REPORT itself being refused. A
             # real permission problem shows up again on the PROPFIND fallback.
             return _SyncUnsupported(message)
+    if op in (_Op.FREEBUSY, _Op.EXPAND_QUERY) and (
+        _SUPPORTED_REPORT in preconditions
+        or status in (207, 400, 405, 415, 422, 501)
+        or (op is _Op.EXPAND_QUERY and status == 403 and preconditions)
+    ):
+        # The request refused, not the calendar (a bare 403 is about permissions, and stays
+        # AuthFailed); anything else about the calendar shows up again on the calendar-query
+        # that follows.
+        return _ReportUnsupported(message)
     if op is _Op.CREATE and (status == 412 or preconditions & _UID_CONFLICT):
         if preconditions & _UID_CONFLICT:
             message += ": another resource in the calendar already has this UID"
@@ -359,6 +436,119 @@ def _body_text(response: Any) -> str:
     return data.decode(charset, errors="replace")
 
 
+# -- busy time helpers ---------------------------------------------------------------------------
+
+
+def _utc_window(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """``[start, end)`` in UTC, or None when it is empty. Naive times are a caller's bug."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("busy(): start and end must be timezone-aware")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    return (start, end) if end > start else None
+
+
+def _ical_utc(value: datetime, *, up: bool = False) -> str:
+    """An iCalendar UTC date-time (whole seconds: rounded down, or up with ``up``)."""
+    if up and value.microsecond:
+        value += timedelta(seconds=1)
+    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _as_utc(value: date | datetime) -> datetime:
+    """Aware UTC; a date is its midnight and a floating time is read as UTC (what Radicale and
+    Xandikos do for free-busy when a calendar states no ``calendar-timezone``)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    return datetime.combine(value, time(), tzinfo=UTC)
+
+
+def _clip(
+    start: datetime, end: datetime, window_start: datetime, window_end: datetime
+) -> tuple[datetime, datetime] | None:
+    start, end = max(start, window_start), min(end, window_end)
+    return (start, end) if end > start else None
+
+
+def _freebusy_periods(text: str, what: str) -> list[tuple[datetime, datetime, str]]:
+    """The FREEBUSY periods of a free-busy-query answer as (start, end, FBTYPE), FREE left
+    out. Anything but a VCALENDAR with a VFREEBUSY means the server does not do the report."""
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+        components = calendar.walk("VFREEBUSY")
+        if not components:
+            raise _ReportUnsupported(f"{what}: no VFREEBUSY in the answer")
+        periods: list[tuple[datetime, datetime, str]] = []
+        for component in components:
+            values = component.get("FREEBUSY")
+            if values is None:
+                continue
+            for period in values if isinstance(values, list) else [values]:
+                # RFC 5545 3.2.9: an FBTYPE the client does not know counts as BUSY.
+                fbtype = str(period.params.get("FBTYPE", "BUSY")).upper()
+                if fbtype == "FREE":
+                    continue
+                periods.append((_as_utc(period.start), _as_utc(period.end), fbtype))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _ReportUnsupported(f"{what}: unreadable free-busy answer ({exc})") from exc
+    return periods
+
+
+def _calendar_data(tree: Any, what: str) -> list[tuple[str, str]]:
+    """(href, calendar-data) of every resource in a calendar-query multistatus."""
+    if tree is None or getattr(tree, "tag", None) != f"{DAV}multistatus":
+        raise ProtocolError(f"{what}: expected a DAV:multistatus body")
+    found: list[tuple[str, str]] = []
+    for response in tree.iterfind(f"{DAV}response"):
+        href = response.findtext(f"{DAV}href")
+        if not href:
+            continue
+        for propstat in response.iterfind(f"{DAV}propstat"):
+            if _status_code(propstat.findtext(f"{DAV}status")) != 200:
+                continue
+            data = propstat.findtext(f"{DAV}prop/{CALDAV}calendar-data")
+            if data and data.strip():
+                found.append((_href_path(href), data))
+    return found
+
+
+def _occurrence_busy(
+    event: Any, start: datetime, end: datetime, options: BusyOptions
+) -> tuple[datetime, datetime, bool] | None:
+    """(start, end, tentative) of one occurrence that makes the therapist busy, clipped to the
+    window; None for syncd's own entries, cancelled, transparent (per ``options`` for all-day
+    events) and, unless ``options.tentative_busy``, tentative ones."""
+    uid = str(event.get("UID", ""))
+    if uid.startswith(_SYNCD_UID_PREFIX) or _SYNCD_KIND in event:
+        return None
+    status = str(event.get("STATUS", "CONFIRMED")).strip().upper()
+    if status == "CANCELLED":
+        return None
+    transparent = str(event.get("TRANSP", "OPAQUE")).strip().upper() == "TRANSPARENT"
+    dtstart = event.get("DTSTART")
+    if dtstart is None:
+        return None
+    first = dtstart.dt
+    all_day = not isinstance(first, datetime)
+    if all_day and options.all_day != "transparency":
+        if options.all_day == "free":
+            return None
+    elif transparent:
+        return None
+    tentative = status == "TENTATIVE"
+    if tentative and not options.tentative_busy:
+        return None
+    if event.get("DTEND") is not None:
+        last = event["DTEND"].dt
+    elif event.get("DURATION") is not None:
+        last = first + event["DURATION"].dt
+    else:
+        last = first + timedelta(days=1) if all_day else first
+    clipped = _clip(_as_utc(first), _as_utc(last), start, end)
+    return None if clipped is None else (clipped[0], clipped[1], tentative)
+
+
 class CalDAVConnector:
     """One calendar on a CalDAV server, behind the :class:`connectors.base.Connector` protocol.
 
@@ -393,6 +583,10 @@ class CalDAVConnector:
         # None until the server has shown whether sync-collection works; then fixed for the
         # lifetime of this instance.
         self._sync_supported: bool | None = None
+        # The same for free-busy-query and for calendar-query with <C:expand> (busy time).
+        self._freebusy_supported: bool | None = None
+        self._expand_supported: bool | None = None
+        self._home: Any = None  # the library's CalendarSet for the calendar home, once found
         parts = urlsplit(settings.url)
         self._auth_key = (f"{parts.scheme}://{parts.netloc}".lower(), settings.username)
         self._preemptive_basic = self._auth_key in _BASIC_AUTH_ORIGINS
@@ -514,11 +708,220 @@ class CalDAVConnector:
     ) -> None:
         self.close()
 
+    # -- busy time (BusyReader) -----------------------------------------------------------------
+
+    def calendars(self) -> list[CalendarInfo]:
+        """The VEVENT-capable calendars in the principal's calendar home; ``ref`` is the
+        calendar's absolute URL, ``is_syncd`` marks syncd's dedicated calendar."""
+        with _translated(_Op.READ, "calendars"):
+            home = self._calendar_home_url()
+        response = self._request(
+            "PROPFIND",
+            home,
+            _Op.READ,
+            body=_CALENDARS_BODY,
+            headers={"Depth": "1", **_XML_HEADERS},
+            ok=(207,),
+        )
+        tree = response.tree
+        if tree is None or tree.tag != f"{DAV}multistatus":
+            raise ProtocolError(f"PROPFIND {home}: expected a DAV:multistatus body")
+        found: list[CalendarInfo] = []
+        for element in tree.iterfind(f"{DAV}response"):
+            href = element.findtext(f"{DAV}href")
+            if not href:
+                continue
+            name: str | None = None
+            is_calendar = False
+            components: set[str] | None = None  # None: the server states no restriction
+            for propstat in element.iterfind(f"{DAV}propstat"):
+                if _status_code(propstat.findtext(f"{DAV}status")) != 200:
+                    continue
+                prop = propstat.find(f"{DAV}prop")
+                if prop is None:
+                    continue
+                name = prop.findtext(f"{DAV}displayname") or name
+                if prop.find(f"{DAV}resourcetype/{CALDAV}calendar") is not None:
+                    is_calendar = True
+                supported = prop.find(f"{CALDAV}supported-calendar-component-set")
+                if supported is not None and len(supported):
+                    components = {
+                        str(comp.get("name", "")).upper()
+                        for comp in supported.iterfind(f"{CALDAV}comp")
+                    }
+            if not is_calendar or (components is not None and "VEVENT" not in components):
+                continue
+            url = _with_slash(urljoin(home, href.strip()))
+            path = _href_path(url)
+            label = name.strip() if name and name.strip() else path.rstrip("/").rsplit("/", 1)[-1]
+            found.append(CalendarInfo(ref=url, name=label, is_syncd=self._is_dedicated(path)))
+        return found
+
+    def busy(
+        self,
+        start: datetime,
+        end: datetime,
+        calendars: Sequence[str],
+        options: BusyOptions,
+    ) -> list[BusyInterval]:
+        """Busy intervals overlapping ``[start, end)``, clipped to it, in aware UTC, sorted.
+
+        Per calendar: nothing for syncd's dedicated calendar; free-busy-query where it is known
+        to give the right answer (not the calendar syncd writes into, ``all_day`` following
+        transparency, the server not having refused it before); calendar-query otherwise. A
+        calendar that does not exist raises NotFound.
+        """
+        if isinstance(calendars, str):
+            raise TypeError("busy(): calendars is a sequence of refs, not one ref")
+        window = _utc_window(start, end)
+        if window is None:
+            return []
+        start, end = window
+        found: list[BusyInterval] = []
+        for ref in calendars:
+            url = _with_slash(urljoin(self.settings.url, ref))
+            with _translated(_Op.READ, "busy"):
+                role = self._role(url)
+            if role == "syncd":
+                continue
+            if (
+                role == "other"
+                and options.all_day == "transparency"
+                and self._freebusy_supported is not False
+            ):
+                intervals = self._free_busy(ref, url, start, end, options)
+                if intervals is not None:
+                    found.extend(intervals)
+                    continue
+            found.extend(self._queried_busy(ref, url, start, end, options))
+        found.sort(key=lambda i: (i.start, i.end, i.calendar, i.ref or ""))
+        return found
+
+    def _is_dedicated(self, path: str) -> bool:
+        """Whether the calendar at ``path`` (decoded) is syncd's dedicated one: the calendar
+        ``calendar_id`` directly in the principal's calendar home. The home is only looked up
+        when the last segment matches, so most calls cost nothing."""
+        parent, _, segment = path.rstrip("/").rpartition("/")
+        if segment != self.settings.calendar_id:
+            return False
+        return _with_slash(parent) == _with_slash(_href_path(self._calendar_home_url()))
+
+    def _role(self, url: str) -> str:
+        """ "syncd" (the dedicated calendar: never busy), "write" (an existing calendar syncd
+        writes into: its entries are skipped) or "other" (no syncd entries in it)."""
+        path = _with_slash(_href_path(url))
+        if self._is_dedicated(path):
+            return "syncd"
+        configured = self.settings.calendar_url
+        if configured:
+            target = _with_slash(_href_path(urljoin(self.settings.url, configured)))
+            if path == target:
+                return "write"
+        return "other"
+
+    def _free_busy(
+        self, ref: str, url: str, start: datetime, end: datetime, options: BusyOptions
+    ) -> list[BusyInterval] | None:
+        """The free-busy-query answer, or None when the server turned out not to do it."""
+        body = _FREEBUSY_BODY.format(start=_ical_utc(start), end=_ical_utc(end, up=True))
+        try:
+            response = self._request(
+                "REPORT",
+                url,
+                _Op.FREEBUSY,
+                body=body,
+                headers={"Depth": "1", **_XML_HEADERS},
+                ok=(200,),
+            )
+            periods = _freebusy_periods(_body_text(response), f"REPORT {url}")
+        except _ReportUnsupported as exc:
+            log.info("free-busy-query unusable on %s (%s); using calendar-query", url, exc)
+            self._freebusy_supported = False
+            return None
+        self._freebusy_supported = True
+        found: list[BusyInterval] = []
+        for period_start, period_end, fbtype in periods:
+            tentative = fbtype == "BUSY-TENTATIVE"
+            if tentative and not options.tentative_busy:
+                continue
+            clipped = _clip(period_start, period_end, start, end)
+            if clipped is not None:
+                found.append(BusyInterval(*clipped, calendar=ref, tentative=tentative))
+        return found
+
+    def _queried_busy(
+        self, ref: str, url: str, start: datetime, end: datetime, options: BusyOptions
+    ) -> list[BusyInterval]:
+        bounds = {"start": _ical_utc(start), "end": _ical_utc(end, up=True)}
+        expand = self._expand_supported is not False
+        headers = {"Depth": "1", **_XML_HEADERS}
+        try:
+            response = self._request(
+                "REPORT",
+                url,
+                _Op.EXPAND_QUERY if expand else _Op.READ,
+                body=_QUERY_BODY.format(
+                    expand=_EXPAND.format(**bounds) if expand else "", **bounds
+                ),
+                headers=headers,
+                ok=(207,),
+            )
+        except _ReportUnsupported as exc:
+            log.info("calendar-query with expand refused by %s (%s); expanding here", url, exc)
+            self._expand_supported = expand = False
+            response = self._request(
+                "REPORT",
+                url,
+                _Op.READ,
+                body=_QUERY_BODY.format(expand="", **bounds),
+                headers=headers,
+                ok=(207,),
+            )
+        found: list[BusyInterval] = []
+        unexpanded = instances = False
+        for href, text in _calendar_data(response.tree, f"REPORT {url}"):
+            try:
+                calendar = icalendar.Calendar.from_ical(text)
+                events = calendar.walk("VEVENT")
+                unexpanded = unexpanded or any("RRULE" in e or "RDATE" in e for e in events)
+                instances = instances or any("RECURRENCE-ID" in e for e in events)
+                occurrences = recurring_ical_events.of(calendar).between(start, end)
+                for occurrence in occurrences:
+                    interval = _occurrence_busy(occurrence, start, end, options)
+                    if interval is not None:
+                        found.append(
+                            BusyInterval(
+                                interval[0],
+                                interval[1],
+                                calendar=ref,
+                                tentative=interval[2],
+                                ref=href,
+                            )
+                        )
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # Only the type: the message of a parse error can quote the event's text.
+                log.warning("busy: skipped %s, unreadable (%s)", href, type(exc).__name__)
+        if expand and unexpanded:
+            log.info("%s does not expand recurrences; expanding them here from now on", url)
+            self._expand_supported = False
+        elif expand and instances:
+            self._expand_supported = True
+        return found
+
     # -- calendar discovery ---------------------------------------------------------------------
 
+    def _calendar_home(self) -> Any:
+        """The principal's calendar home (the library's CalendarSet), discovered once."""
+        if self._home is None:
+            principal = self._with_auth_fallback(self._client.principal)
+            self._home = principal.calendar_home_set
+        return self._home
+
+    def _calendar_home_url(self) -> str:
+        return _with_slash(str(self._calendar_home().url))
+
     def _find_or_create_dedicated(self) -> str:
-        principal = self._with_auth_fallback(self._client.principal)
-        home = principal.calendar_home_set
+        home = self._calendar_home()
         home_url = _with_slash(str(home.url))
         candidate = home_url + quote(self.settings.calendar_id, safe="") + "/"
         kind = self._resource_kind(candidate)

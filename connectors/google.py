@@ -10,6 +10,27 @@ decode to a name; they get ``id:<event id>`` as their name, which syncd never wr
 Bodies are iCalendar at the interface (see :mod:`connectors.google_ical`), so the engine and the
 contract suite are the same for every provider. Writes can be batched (:meth:`write_many`, at most
 ``max_batch`` per HTTP request, each part's result reported separately).
+
+Busy time (:class:`connectors.base.BusyReader`). ``calendars()`` is calendarList.list: ``ref`` is
+the calendar id, and ``is_syncd`` marks syncd's dedicated calendar (the one whose description
+carries ``MARKER``) and nothing else. ``busy()`` reads the account's calendar list once per
+connector instance (to recognise the dedicated calendar, which never counts, and to know the
+calendars' zones), then:
+
+- the calendar syncd writes into when it is an existing calendar (``calendar_url`` given and not
+  the dedicated one) with events.list (timeMin/timeMax, singleEvents=true, only the time, status
+  and transparency fields requested), skipping syncd's own events (private extended property
+  ``syncd=1``, or a ``syncd-`` iCalUID), cancelled and transparent ones, and applying
+  ``BusyOptions`` fully; ``ref`` is the event (instance) id, all-day dates are read in the
+  calendar's zone;
+- every other calendar with freebusy.query (at most 50 calendars and 60 days per request,
+  Google refusing longer spans). Google counts opaque, non-cancelled events, tentative ones
+  included, and does not say which were tentative or all-day: such intervals have
+  ``tentative=False`` and ``ref=None``, ``tentative_busy=False`` cannot drop tentative events and
+  ``all_day`` behaves as ``"transparency"`` whatever it says.
+
+Intervals are clipped to ``[start, end)`` and sorted; freebusy ones are merged per calendar.
+Titles, descriptions and attendees are never requested for busy time.
 """
 
 from __future__ import annotations
@@ -25,9 +46,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import google.auth.exceptions
 import google_auth_httplib2
@@ -37,7 +60,15 @@ from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
 from connectors import google_ical
-from connectors.base import Changes, FetchedItem, RemoteItem, Write
+from connectors.base import (
+    BusyInterval,
+    BusyOptions,
+    CalendarInfo,
+    Changes,
+    FetchedItem,
+    RemoteItem,
+    Write,
+)
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -68,6 +99,15 @@ QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
 QUOTA_BACKOFF = 300.0
 MARKER = "[syncd:{}]"
 MAX_GENERATIONS = 50
+# freebusy.query: calendars per request (calendarExpansionMax) and the longest span Google takes.
+FREEBUSY_MAX_CALENDARS = 50
+FREEBUSY_MAX_SPAN = timedelta(days=60)
+# Only what busy time needs: never titles, descriptions or attendees.
+BUSY_EVENT_FIELDS = (
+    "items(id,iCalUID,status,transparency,start,end,extendedProperties/private/"
+    f"{google_ical.PROP_OWNED}),nextPageToken,timeZone"
+)
+FREEBUSY_TRANSIENT_REASONS = {"internalError", "backendError"}
 
 
 @dataclass(frozen=True)
@@ -145,10 +185,27 @@ def _retry_after(value: str | None) -> float | None:
     return None
 
 
+class FreeBusyCalendarError(Exception):
+    """freebusy.query answered 200 but reported an error for one calendar; only ever fed to
+    :func:`translate`."""
+
+    def __init__(self, calendar: str, reason: str) -> None:
+        super().__init__(f"calendar {calendar}: {reason}")
+        self.calendar = calendar
+        self.reason = reason
+
+
 def translate(exc: BaseException, what: str) -> ConnectorError:
     """The one place Google library, auth and transport errors become connector errors."""
     if isinstance(exc, ConnectorError):
         return exc
+    if isinstance(exc, FreeBusyCalendarError):
+        message = f"{what}: {exc}"
+        if exc.reason == "notFound":
+            return NotFound(message)
+        if exc.reason in FREEBUSY_TRANSIENT_REASONS:
+            return Transient(message)
+        return ProtocolError(message)
     if isinstance(exc, HttpError):
         status = int(exc.resp.status)
         reason = _reason(exc)
@@ -195,6 +252,99 @@ def _translated(what: str) -> Iterator[None]:
         raise translate(exc, what) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _CalendarEntry:
+    """What busy time needs from one calendarList entry."""
+
+    id: str
+    name: str
+    is_syncd: bool
+    time_zone: str | None
+
+
+def _utc_window(start: datetime, end: datetime) -> tuple[datetime, datetime] | None:
+    """``[start, end)`` in UTC, or None when it is empty. Naive times are a caller's bug."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("busy(): start and end must be timezone-aware")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    return (start, end) if end > start else None
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _instant(when: dict[str, Any], calendar_zone: str | None) -> tuple[datetime, bool]:
+    """(aware UTC instant, all-day) of an event's ``start`` or ``end``; an all-day date is its
+    midnight in the calendar's zone, as Google's own freebusy reads it."""
+    if "dateTime" in when:
+        value = datetime.fromisoformat(str(when["dateTime"]))
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_zone(when.get("timeZone") or calendar_zone))
+        return value.astimezone(UTC), False
+    day = date.fromisoformat(str(when["date"]))
+    midnight = datetime.combine(day, datetime.min.time(), tzinfo=_zone(calendar_zone))
+    return midnight.astimezone(UTC), True
+
+
+def _clip(
+    start: datetime, end: datetime, window_start: datetime, window_end: datetime
+) -> tuple[datetime, datetime] | None:
+    start, end = max(start, window_start), min(end, window_end)
+    return (start, end) if end > start else None
+
+
+def _event_busy(
+    event: dict[str, Any],
+    calendar_zone: str | None,
+    start: datetime,
+    end: datetime,
+    options: BusyOptions,
+) -> tuple[datetime, datetime, bool] | None:
+    """(start, end, tentative) of one listed event (instance) that makes the therapist busy,
+    clipped to the window; None for syncd's own, cancelled, transparent (per ``options`` for
+    all-day events) and, unless ``options.tentative_busy``, tentative events."""
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    if private.get(google_ical.PROP_OWNED) == "1":
+        return None
+    if str(event.get("iCalUID") or "").startswith("syncd-"):
+        return None
+    status = event.get("status", "confirmed")
+    if status == "cancelled":
+        return None
+    first, all_day = _instant(event["start"], calendar_zone)
+    last, _ = _instant(event.get("end") or event["start"], calendar_zone)
+    transparent = event.get("transparency") == "transparent"
+    if all_day and options.all_day != "transparency":
+        if options.all_day == "free":
+            return None
+    elif transparent:
+        return None
+    tentative = status == "tentative"
+    if tentative and not options.tentative_busy:
+        return None
+    clipped = _clip(first, last, start, end)
+    return None if clipped is None else (clipped[0], clipped[1], tentative)
+
+
+def _merged(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping or touching intervals joined (freebusy answers cut at request boundaries)."""
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
 class GoogleConnector:
     """One Google calendar of one account. Not thread-safe (one therapist, one worker)."""
 
@@ -219,6 +369,8 @@ class GoogleConnector:
         if settings.calendar_url:
             self._calendar = self._calendar_id_from(settings.calendar_url)
         self._verified = False
+        # The account's calendar list as busy time needs it, read once per instance.
+        self._calendar_entries: dict[str, _CalendarEntry] | None = None
         self._last_request = 0.0
         self._pace_lock = threading.Lock()
 
@@ -504,7 +656,159 @@ class GoogleConnector:
             batch.execute()
         return results
 
-    # -- busy time and push -----------------------------------------------------------------
+    # -- busy time (BusyReader) -------------------------------------------------------------
+
+    def calendars(self) -> list[CalendarInfo]:
+        """The account's calendars (calendarList.list); ``is_syncd`` marks the dedicated one."""
+        entries = self._list_calendars()
+        return [CalendarInfo(ref=e.id, name=e.name, is_syncd=e.is_syncd) for e in entries.values()]
+
+    def busy(
+        self,
+        start: datetime,
+        end: datetime,
+        calendars: Sequence[str],
+        options: BusyOptions,
+    ) -> list[BusyInterval]:
+        """Busy intervals overlapping ``[start, end)``, clipped to it, in aware UTC, sorted.
+        See the module docstring for which calendar is read how."""
+        if isinstance(calendars, str):
+            raise TypeError("busy(): calendars is a sequence of refs, not one ref")
+        window = _utc_window(start, end)
+        if window is None:
+            return []
+        start, end = window
+        entries = self._calendar_entries
+        if entries is None:
+            entries = self._list_calendars()
+        written = self._calendar if self.settings.calendar_url else None
+        by_freebusy: list[tuple[str, str]] = []
+        found: list[BusyInterval] = []
+        for ref in calendars:
+            calendar_id = self._calendar_id_from(ref)
+            entry = entries.get(calendar_id)
+            if entry is not None and entry.is_syncd:
+                continue
+            if written is None and calendar_id == self._calendar:
+                continue  # the dedicated calendar, created after the list was read
+            if calendar_id == written:
+                zone = entry.time_zone if entry is not None else None
+                found.extend(self._listed_busy(ref, calendar_id, zone, start, end, options))
+            else:
+                by_freebusy.append((ref, calendar_id))
+        found.extend(self._freebusy(by_freebusy, start, end))
+        found.sort(key=lambda i: (i.start, i.end, i.calendar, i.ref or ""))
+        return found
+
+    def _list_calendars(self) -> dict[str, _CalendarEntry]:
+        marker = MARKER.format(self.settings.calendar_id)
+        entries: dict[str, _CalendarEntry] = {}
+        page: str | None = None
+        while True:
+            listing = self._execute(
+                self._service.calendarList().list(pageToken=page, maxResults=250),
+                "calendarList.list",
+            )
+            with _translated("calendarList.list"):
+                for item in listing.get("items", []):
+                    calendar_id = str(item["id"])
+                    entries[calendar_id] = _CalendarEntry(
+                        id=calendar_id,
+                        name=str(item.get("summaryOverride") or item.get("summary") or calendar_id),
+                        is_syncd=marker in (item.get("description") or ""),
+                        time_zone=item.get("timeZone"),
+                    )
+            page = listing.get("nextPageToken")
+            if not page:
+                break
+        self._calendar_entries = entries
+        return entries
+
+    def _listed_busy(
+        self,
+        ref: str,
+        calendar_id: str,
+        zone: str | None,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+    ) -> list[BusyInterval]:
+        found: list[BusyInterval] = []
+        page: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "calendarId": calendar_id,
+                "timeMin": _rfc3339(start),
+                "timeMax": _rfc3339(end),
+                "singleEvents": True,
+                "showDeleted": False,
+                "maxResults": 2500,
+                "fields": BUSY_EVENT_FIELDS,
+            }
+            if page:
+                params["pageToken"] = page
+            response = self._execute(self._events().list(**params), "events.list")
+            with _translated("events.list"):
+                calendar_zone = response.get("timeZone") or zone
+                for event in response.get("items", []):
+                    interval = _event_busy(event, calendar_zone, start, end, options)
+                    if interval is not None:
+                        found.append(
+                            BusyInterval(
+                                interval[0],
+                                interval[1],
+                                calendar=ref,
+                                tentative=interval[2],
+                                ref=str(event["id"]),
+                            )
+                        )
+            page = response.get("nextPageToken")
+            if not page:
+                return found
+
+    def _freebusy(
+        self, calendars: list[tuple[str, str]], start: datetime, end: datetime
+    ) -> list[BusyInterval]:
+        if not calendars:
+            return []
+        spans: dict[str, list[tuple[datetime, datetime]]] = {}
+        for first in range(0, len(calendars), FREEBUSY_MAX_CALENDARS):
+            group = calendars[first : first + FREEBUSY_MAX_CALENDARS]
+            ids = list(dict.fromkeys(calendar_id for _, calendar_id in group))
+            piece_start = start
+            while piece_start < end:
+                piece_end = min(end, piece_start + FREEBUSY_MAX_SPAN)
+                body = {
+                    "timeMin": _rfc3339(piece_start),
+                    "timeMax": _rfc3339(piece_end),
+                    "items": [{"id": calendar_id} for calendar_id in ids],
+                }
+                response = self._execute(
+                    self._service.freebusy().query(body=body), "freebusy.query"
+                )
+                with _translated("freebusy.query"):
+                    answers = response.get("calendars") or {}
+                    for calendar_id in ids:
+                        answer = answers[calendar_id]
+                        for error in answer.get("errors") or []:
+                            raise FreeBusyCalendarError(calendar_id, str(error.get("reason")))
+                        for period in answer.get("busy") or []:
+                            clipped = _clip(
+                                datetime.fromisoformat(period["start"]).astimezone(UTC),
+                                datetime.fromisoformat(period["end"]).astimezone(UTC),
+                                start,
+                                end,
+                            )
+                            if clipped is not None:
+                                spans.setdefault(calendar_id, []).append(clipped)
+                piece_start = piece_end
+        return [
+            BusyInterval(s, e, calendar=ref)
+            for ref, calendar_id in dict.fromkeys(calendars)
+            for s, e in _merged(spans.get(calendar_id, []))
+        ]
+
+    # -- push -------------------------------------------------------------------------------
 
     def watch(self, channel_id: str, address: str, token: str, ttl: int) -> dict[str, Any]:
         body = {
