@@ -334,6 +334,13 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return f"{secs // 3600}h ago"
 
 
+def _busy_cell(state: str, as_of: datetime | None, now: datetime) -> str:
+    colour = {"fresh": "green", "stale": "yellow", "flagged": "red"}.get(state)
+    if colour is None:
+        return "-"
+    return f"[{colour}]{state}[/] {_ago(as_of, now)}"
+
+
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
@@ -349,6 +356,7 @@ def status(ctx: click.Context) -> None:
     table.add_column("state", no_wrap=True)
     for col in ("entries", "last success", "next pass", "drift"):
         table.add_column(col, justify="right")
+    table.add_column("busy time", no_wrap=True)
     table.add_column("last error", overflow="fold")
     colours = {
         "ok": "green",
@@ -368,6 +376,7 @@ def status(ctx: click.Context) -> None:
             _ago(r.last_success_at, now),
             _ago(r.due_at, now) if r.due_at else "-",
             str(r.drift),
+            _busy_cell(r.busy_state, r.busy_as_of, now),
             r.last_error or "",
         )
     console.print(table)

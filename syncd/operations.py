@@ -176,6 +176,18 @@ class StatusRow:
     failures: int
     drift: int
     last_error: str | None
+    busy_as_of: datetime | None = None
+    busy_state: str = "-"  # fresh | stale | flagged | -
+
+
+def _busy_state(c: ConnectionRow, now: datetime, stale_after: float) -> str:
+    if c.busy_flagged_at is not None:
+        return "flagged"
+    if c.busy_fetched_at is None:
+        return "-"
+    if c.busy_error or (now - c.busy_fetched_at).total_seconds() > stale_after:
+        return "stale"
+    return "fresh"
 
 
 def status(app: App) -> list[StatusRow]:
@@ -212,6 +224,8 @@ def status(app: App) -> list[StatusRow]:
                         c.failures,
                         drifts.get(c.id, 0),
                         c.last_error,
+                        c.busy_fetched_at,
+                        _busy_state(c, app.clock(), app.config.availability.stale_after),
                     )
                 )
     return rows

@@ -293,3 +293,11 @@ def test_an_unreachable_calendar_keeps_its_busy_time_then_is_flagged(
         row = s.get(ConnectionRow, cid)
         assert row is not None and row.busy_error is None and row.busy_flagged_at is None
     assert world.slots() == known
+
+
+def test_status_shows_how_fresh_busy_time_is(world: World) -> None:
+    [row] = operations.status(world.app)
+    assert row.busy_state == "fresh" and row.busy_as_of == world.clock.now
+    world.clock.advance(timedelta(hours=3))
+    [row] = operations.status(world.app)
+    assert row.busy_state == "stale"
