@@ -299,3 +299,17 @@ class AvailabilityRow(Base):
     therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), primary_key=True)
     slots: Mapped[list[Any]]
     computed_at: Mapped[datetime]
+
+
+class ApiTokenRow(Base):
+    """Admin API / dashboard tokens. Only a SHA-256 of each token is stored: a database dump
+    does not let anyone in."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(20))  # read | admin
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

@@ -1,0 +1,40 @@
+"""api tokens
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-22 04:17:34.049224
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import syncd.store.tables
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("scope", sa.String(length=20), nullable=False),
+        sa.Column("created_at", syncd.store.tables.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", syncd.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", syncd.store.tables.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
+        sa.UniqueConstraint("name", name=op.f("uq_api_tokens_name")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
+    )
+
+
+def downgrade() -> None:
+
+    op.drop_table("api_tokens")
