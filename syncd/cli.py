@@ -83,22 +83,24 @@ def main(ctx: click.Context, config_path: Path | None, debug: bool) -> None:
     except config_mod.ConfigError as exc:
         raise CliError(str(exc)) from None
     ctx.obj["config"] = cfg
+    ctx.obj["config_path"] = config_path  # re-read by `run` on SIGHUP
     setup_logging("DEBUG" if debug else cfg.logging.level)
 
 
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+    """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     from syncd.daemon import Daemon
 
     app = _app(ctx)
-    daemon = Daemon(app)
+    daemon = Daemon(app, config_path=ctx.obj.get("config_path"))
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # systemctl reload
         await daemon.serve()
 
     asyncio.run(serve())
@@ -644,6 +646,25 @@ def token_revoke(ctx: click.Context, name: str) -> None:
         if not auth.revoke(s, name, app.clock()):
             raise CliError(f"no active token named {name!r}")
     console.print(f"token {name!r} revoked")
+
+
+@main.command("feed-url")
+@click.argument("therapist")
+@click.option("--rotate", is_flag=True, help="Issue a new URL; the old one stops working.")
+@click.pass_context
+def feed_url(ctx: click.Context, therapist: str, rotate: bool) -> None:
+    """Print the therapist's ICS feed URL: made on first use and shown once (only a hash is
+    stored); later, --rotate replaces it."""
+    from syncd import feeds
+
+    app = _app(ctx)
+    try:
+        url = feeds.feed_url(app, therapist, rotate=rotate)
+    except feeds.FeedExists as exc:
+        raise CliError(str(exc)) from None
+    what = "new URL (any earlier one no longer works)" if rotate else "URL"
+    console.print(f"ICS feed {what} for {therapist!r}; keep it private, it is not shown again:")
+    click.echo(url)
 
 
 @main.group()

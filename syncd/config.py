@@ -54,6 +54,8 @@ class CalDAVConfig(_Section):
     timeout: float = Field(15, gt=0, le=300)
     calendar_name: str = "Therapy sessions (syncd)"
     calendar_id: str = "syncd"
+    # false: refuse CalDAV URLs whose host resolves to a loopback/private/link-local address.
+    allow_private_hosts: bool = False
 
 
 class GoogleConfig(_Section):
@@ -129,6 +131,15 @@ class HttpConfig(_Section):
         return value
 
 
+class ApiConfig(_Section):
+    """The HTTP API: signed platform events (POST /v1/events)."""
+
+    # The HMAC key the platform signs events with, read from this file or $SYNCD_INGEST_SECRET.
+    ingest_secret_file: Path | None = None
+    max_events: int = Field(500, ge=1, le=500)
+    signature_tolerance: float = Field(300, ge=1, le=3600)
+
+
 class LoggingConfig(_Section):
     level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -145,6 +156,7 @@ class Config(_Section):
     offers: OffersConfig = Field(default_factory=OffersConfig)
     google: GoogleConfig = Field(default_factory=GoogleConfig)
     availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @property
     def database_url(self) -> str:

@@ -11,16 +11,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import expiry, google_link
+from syncd import expiry, google_link, logs
 from syncd.app import App
 from syncd.engine import PassReport
+from syncd.lifecycle import Lifecycle
+from syncd.metrics import Metrics
+from syncd.notify import Notifier
 from syncd.replica import dead_local_owner, replica_id
 from syncd.store import queue
+from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
+from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
+from syncd.web import feeds_api as _feeds_api  # noqa: F401 - registers its routes
+from syncd.web import ingest_api as _ingest_api  # noqa: F401 - registers its routes
+from syncd.web import metrics_api as _metrics_api  # noqa: F401 - registers /metrics
+from syncd.web import openapi as _openapi  # noqa: F401 - registers its routes
 from syncd.web import queries as _queries  # noqa: F401 - registers its routes
 from syncd.web.app import build_app
 from syncd.web.server import WebServer
@@ -29,7 +40,14 @@ log = logging.getLogger(__name__)
 
 
 class Daemon:
-    def __init__(self, app: App, *, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        owner: str | None = None,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.app = app
         self.owner = owner or replica_id()
         self._engine = app.engine()
@@ -44,10 +62,27 @@ class Daemon:
         self._deliverer = app.deliverer() if app.config.platform.webhook_url else None
         self._delivering: asyncio.Future[int] | None = None
         self.web: WebServer | None = None  # the HTTP service, while serve() runs with [http] on
+        self.metrics = Metrics(app.sessions, app.clock)  # this daemon's own registry
+        # sd_notify (READY/WATCHDOG/RELOADING/STOPPING) and SIGHUP reload of ``config_path``.
+        self.lifecycle = Lifecycle(self, config_path, notifier or Notifier.from_env())
+
+    @property
+    def stopping(self) -> bool:
+        """stop() was called: the daemon is shutting down (or has stopped)."""
+        return self._stop.is_set()
+
+    @property
+    def scheduler_running(self) -> bool:
+        return self._scheduler is not None and bool(self._scheduler.running)
 
     def stop(self) -> None:
+        self.lifecycle.stopping()
         self._stop.set()
         self._wake.set()
+
+    def reload(self) -> None:
+        """Re-read the configuration file and apply what can change at runtime (SIGHUP)."""
+        self.lifecycle.request_reload()
 
     def wake(self) -> None:
         """Look for due work now (called after an in-process change)."""
@@ -111,6 +146,7 @@ class Daemon:
         try:
             if self.app.config.http.enabled:
                 await self._start_web()
+            self.lifecycle.ready()
             while not self._stop.is_set():
                 await self._wake.wait()
                 self._wake.clear()
@@ -121,12 +157,13 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self.web is not None:
                 await self.web.stop()
-            await self._drain(cfg.shutdown_timeout)
+            await self._drain(self.app.config.daemon.shutdown_timeout)  # reloadable
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._engine.close()
             if self._deliverer is not None:
                 await loop.run_in_executor(None, self._deliverer.close)  # after the send in flight
             log.info("syncd stopped after %d passes", self.passes)
+            await self.lifecycle.close()
 
     async def _start_web(self) -> None:
         self.web = WebServer(build_app(self.app, self), self.app.config.http)
@@ -213,11 +250,16 @@ class Daemon:
         started = self.app.clock()
         sync = self.app.config.sync
         report: PassReport | None = None
-        try:
-            report = self._engine.run_pass(claim.therapist_id, full=claim.full)
-        except Exception:
-            # A bug must not take the daemon down; the pass is retried with backoff.
-            log.exception("pass for therapist %s crashed", claim.therapist_id)
+        crash: Exception | None = None
+        began = time.monotonic()
+        with logs.log_context(therapist=claim.therapist_id, pass_id=logs.new_pass_id()):
+            try:
+                report = self._engine.run_pass(claim.therapist_id, full=claim.full)
+            except Exception as exc:
+                # A bug must not take the daemon down; the pass is retried with backoff.
+                crash = exc
+                log.exception("pass for therapist %s crashed", claim.therapist_id)
+        self.metrics.observe_pass(report, time.monotonic() - began, crash)
         failed = report is None or report.failed
         if failed:
             delay = min(sync.failure_backoff_cap, 5.0 * 2**claim.attempts)

@@ -146,7 +146,8 @@ def _write_config(state: Path) -> Path:
         "# written by syncd demo\n"
         f"[daemon]\nstate_dir = {json.dumps(str(state))}\npoll_interval = 0.1\n\n"
         "[sync]\ninterval = 5\n\n"
-        "[http]\nport = 0\n"
+        "[http]\nport = 0\n\n"
+        "[caldav]\nallow_private_hosts = true\n"
     )
     key = state / "secret.key"
     if not key.exists():

@@ -27,7 +27,7 @@ from connectors.errors import (
     PreconditionFailed,
     Transient,
 )
-from syncd import ical, outbox, reconcile, retry
+from syncd import ical, logs, outbox, reconcile, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import AvailabilityConfig
 from syncd.plan import Action, Op, plan
@@ -58,6 +58,8 @@ class ConnectionReport:
     error: str | None = None
     transient: bool = False
     retry_after: float | None = None
+    applied_ops: list[str] = field(default_factory=list)  # the kind of each applied action
+    error_class: str | None = None  # the connector error's type name (for metrics)
 
 
 @dataclass(slots=True)
@@ -144,7 +146,8 @@ class Engine:
         with self._sessions() as s:
             conns = repo.connections(s, therapist_id)
         for conn in conns:
-            report.connections.append(self._sync(conn, desired, full=full, dry_run=dry_run))
+            with logs.log_context(therapist=therapist_id, connection=conn.id):
+                report.connections.append(self._sync(conn, desired, full=full, dry_run=dry_run))
         if not dry_run:
             self._reconcile(therapist_id, conns)
         return report
@@ -175,6 +178,7 @@ class Engine:
         out = ConnectionReport(conn.id)
         if conn.state == ConnectionState.NEEDS_REAUTH:
             out.error = "needs re-authorisation: reconnect the calendar (syncd connect)"
+            out.error_class = "NeedsReauth"
             return out
         try:
             connector = self._connector(conn)
@@ -211,18 +215,22 @@ class Engine:
                 observed = Changes(full=True)  # still busy after MAX_ROUNDS: re-list next time
             self._succeeded(conn.id, calendar_url, observed.token)
         except AuthRevoked as exc:
+            out.error_class = type(exc).__name__
             out.error = f"needs re-authorisation: {exc}"
             self._drop_connector(conn.id)
             self._revoked(conn, out.error)
         except AuthFailed as exc:
+            out.error_class = type(exc).__name__
             out.error = f"authentication failed: {exc}"
             self._drop_connector(conn.id)
             self._failed(conn.id, ConnectionState.AUTH_FAILED, out.error)
         except Transient as exc:
+            out.error_class = type(exc).__name__
             out.error, out.transient = f"temporarily unavailable: {exc}", True
             out.retry_after = exc.retry_after
             self._failed(conn.id, ConnectionState.ERROR, out.error)
         except ConnectorError as exc:
+            out.error_class = type(exc).__name__
             out.error = f"{type(exc).__name__}: {exc}"
             self._failed(conn.id, ConnectionState.ERROR, out.error)
         if out.applied or out.error:
@@ -243,6 +251,7 @@ class Engine:
         def done(action: Action) -> None:
             out.applied += 1
             out.drift += action.drift is not None
+            out.applied_ops.append(action.op.value)
 
         if not isinstance(connector, BatchWriter) or connector.max_batch <= 1:
             for action in actions:

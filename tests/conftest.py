@@ -67,7 +67,7 @@ def make_config(state: Path, db: str | None = None, **sections: dict[str, object
         "daemon": {"state_dir": str(state), "poll_interval": 0.05},
         "database": {"url": db or f"sqlite:///{state / 'syncd.db'}"},
         "sync": {"retry_base": 0.01, "retry_cap": 0.05},
-        "caldav": {"timeout": 10},
+        "caldav": {"timeout": 10, "allow_private_hosts": True},
         "http": {"port": 0},  # any free port: daemons in tests never clash
     }
     for name, values in sections.items():

@@ -313,3 +313,14 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class FeedTokenRow(Base):
+    """A therapist's read-only ICS feed (``GET /feeds/<token>.ics``). Only a SHA-256 of the token
+    is stored, so the URL is shown once, when created or rotated; rotating replaces the hash."""
+
+    __tablename__ = "feed_tokens"
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    rotated_at: Mapped[datetime | None]

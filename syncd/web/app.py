@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -25,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd.app import App
+from syncd.store.database import alembic_config
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
@@ -69,14 +72,32 @@ def build_app(
     """The HTTP application of one daemon: ``/healthz``, ``/readyz`` and ``routes`` (default:
     everything registered with ``register_routes``)."""
     probe = _DatabaseProbe(app.db, READY_TIMEOUT)
+    heads = frozenset(ScriptDirectory.from_config(alembic_config(app.db)).get_heads())
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> Response:
-        reason = await probe.check()
-        if reason is not None:
-            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        # Every failing reason is named: the database, its schema, the scheduler, shutdown.
+        reasons: list[str] = []
+        db_reason = await probe.check()
+        if db_reason is not None:
+            reasons.append(db_reason)
+        elif probe.revisions is not None and frozenset(probe.revisions) != heads:
+            current = ", ".join(sorted(probe.revisions)) or "none"
+            reasons.append(
+                f"the database schema is at {current}, not {', '.join(sorted(heads))}"
+                " (run syncd db upgrade)"
+            )
+        if not daemon.scheduler_running:
+            reasons.append("the scheduler is not running")
+        if daemon.stopping:
+            reasons.append("the daemon is shutting down")
+        if reasons:
+            return JSONResponse(
+                {"status": "unavailable", "reason": "; ".join(reasons), "reasons": reasons},
+                status_code=503,
+            )
         return JSONResponse({"status": "ready"})
 
     all_routes = [
@@ -124,7 +145,8 @@ class _DatabaseProbe:
     def __init__(self, db: DbEngine, timeout: float) -> None:
         self.db = db
         self.timeout = timeout
-        self._running: asyncio.Future[None] | None = None
+        self._running: asyncio.Future[tuple[str, ...] | None] | None = None
+        self.revisions: tuple[str, ...] | None = None  # migration revisions at the last check
 
     async def check(self) -> str | None:
         """None when the database answered in time, else why not."""
@@ -138,14 +160,17 @@ class _DatabaseProbe:
         except Exception as exc:
             log.warning("readiness check: the database failed: %s", exc)
             return f"the database failed the check ({type(exc).__name__})"
+        self.revisions = self._running.result()
         return None
 
-    def _select_one(self) -> None:
+    def _select_one(self) -> tuple[str, ...] | None:
+        """``SELECT 1``, then the database's current migration revisions."""
         with self.db.connect() as conn:
             conn.execute(text("SELECT 1"))
+            return tuple(MigrationContext.configure(conn).get_current_heads())
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
+def _retrieve(future: asyncio.Future[tuple[str, ...] | None]) -> None:
     if not future.cancelled():
         future.exception()  # consumed here when no request awaits it any more
 

@@ -1,5 +1,5 @@
 """Read-only JSON endpoints: availability and conflicts. Served on the daemon's port, which is
-bound to localhost by default; authentication arrives with the admin API."""
+bound to localhost by default; both need a bearer token with the ``read`` scope."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from starlette.routing import BaseRoute, Route
 
 from syncd import operations
 from syncd.app import App
+from syncd.auth import Scope
 from syncd.web.app import error_response, register_routes
+from syncd.web.security import require
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
@@ -53,6 +55,8 @@ def availability_json(view: operations.AvailabilityView) -> dict[str, Any]:
 @register_routes
 def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
     async def availability(request: Request) -> Response:
+        if isinstance(denied := await require(request, app, Scope.READ), Response):
+            return denied
         now = app.clock()
         try:
             start = _instant(request.query_params.get("from"), now, "from")
@@ -68,6 +72,8 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
         return JSONResponse(availability_json(view))
 
     async def conflicts(request: Request) -> Response:
+        if isinstance(denied := await require(request, app, Scope.READ), Response):
+            return denied
         rows = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: operations.conflicts(

@@ -1,0 +1,196 @@
+"""The admin API: status, the outbox and resync over HTTP, behind bearer tokens (``read`` for
+GET, ``admin`` for POST). Resync runs the same lease-guarded passes as ``syncd resync``, so it is
+safe while the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from syncd import operations, outbox
+from syncd.app import App
+from syncd.auth import Scope
+from syncd.web.app import error_response, register_routes
+from syncd.web.security import require
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
+
+MAX_OUTBOX_LIMIT = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def status_json(row: operations.StatusRow) -> dict[str, Any]:
+    return {
+        "therapist_id": row.therapist_id,
+        "connection_id": row.connection_id,
+        "provider": row.provider,
+        "state": row.state,
+        "entries": row.entries,
+        "last_success_at": _iso(row.last_success_at),
+        "due_at": _iso(row.due_at),
+        "failures": row.failures,
+        "drift": row.drift,
+        "last_error": row.last_error,
+        "busy_as_of": _iso(row.busy_as_of),
+        "busy_state": row.busy_state,
+    }
+
+
+def outbox_json(entries: list[outbox.OutboxEntry], summary: outbox.OutboxSummary) -> dict[str, Any]:
+    return {
+        "summary": {
+            "pending": summary.pending,
+            "oldest_pending_created_at": _iso(summary.oldest_pending_created_at),
+            "failing": summary.failing,
+        },
+        "notifications": [
+            {
+                "id": e.id,
+                "event_id": e.event_id,
+                "topic": e.topic,
+                "state": e.state,
+                "created_at": _iso(e.created_at),
+                "delivered_at": _iso(e.delivered_at),
+                "attempts": e.attempts,
+                "next_attempt_at": _iso(e.next_attempt_at),
+                "last_status": e.last_status,
+                "last_error": e.last_error,
+            }
+            for e in entries
+        ],
+    }
+
+
+def resync_json(result: operations.ResyncResult) -> dict[str, Any]:
+    report = result.report
+    connections = report.connections if report is not None else []
+    errors = [f"connection {c.connection_id}: {c.error}" for c in connections if c.error]
+    if result.busy:
+        errors.append("a pass is running for this therapist; try again shortly")
+    return {
+        "therapist_id": result.therapist_id,
+        "busy": result.busy,
+        "connections": [
+            {
+                "connection_id": c.connection_id,
+                "applied": c.applied,
+                "drift": c.drift,
+                "error": c.error,
+                "actions": [
+                    {"op": a.op.value, "uid": a.uid, "description": a.describe()} for a in c.actions
+                ],
+            }
+            for c in connections
+        ],
+        "errors": errors,
+    }
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def parse_resync(body: bytes) -> tuple[list[str] | None, bool, bool]:
+    """``(therapist ids or None for all, full, dry_run)`` of a resync request body."""
+    try:
+        data = json.loads(body) if body.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    unknown = set(data) - {"therapists", "all", "full", "dry_run"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    flags = {}
+    for name in ("all", "full", "dry_run"):
+        value = data.get(name, False)
+        if not isinstance(value, bool):
+            raise BadRequest(f"{name}: must be true or false")
+        flags[name] = value
+    ids = data.get("therapists")
+    if flags["all"]:
+        if ids is not None:
+            raise BadRequest('give either "therapists" or "all": true, not both')
+        return None, flags["full"], flags["dry_run"]
+    if (
+        not isinstance(ids, list)
+        or not ids
+        or not all(isinstance(x, str) and x for x in ids)
+        or len(ids) > 1000
+    ):
+        raise BadRequest('"therapists" must be a non-empty list of ids (or send "all": true)')
+    return list(dict.fromkeys(ids)), flags["full"], flags["dry_run"]
+
+
+def _resync(
+    app: App, ids: list[str] | None, full: bool, dry_run: bool
+) -> list[operations.ResyncResult]:
+    known = operations.all_therapist_ids(app)
+    if ids is None:
+        ids = known
+    missing = [x for x in ids if x not in set(known)]
+    if missing:
+        raise LookupError(f"unknown therapist {missing[0]!r}")
+    return operations.resync(app, ids, full=full, dry_run=dry_run)
+
+
+@register_routes
+def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+    async def therapists(request: Request) -> Response:
+        denied = await require(request, app, Scope.READ)
+        if isinstance(denied, Response):
+            return denied
+        rows = await asyncio.get_running_loop().run_in_executor(None, operations.status, app)
+        return JSONResponse({"therapists": [status_json(r) for r in rows]})
+
+    async def outbox_view(request: Request) -> Response:
+        denied = await require(request, app, Scope.READ)
+        if isinstance(denied, Response):
+            return denied
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
+            return error_response(400, f"limit: an integer from 1 to {MAX_OUTBOX_LIMIT}")
+        limit = int(raw)
+
+        def read() -> dict[str, Any]:
+            with app.sessions() as s:
+                return outbox_json(outbox.list_recent(s, limit), outbox.pending_summary(s))
+
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, read))
+
+    async def resync(request: Request) -> Response:
+        denied = await require(request, app, Scope.ADMIN)
+        if isinstance(denied, Response):
+            return denied
+        try:
+            ids, full, dry_run = parse_resync(await request.body())
+        except BadRequest as exc:
+            return error_response(400, str(exc))
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                None, _resync, app, ids, full, dry_run
+            )
+        except LookupError as exc:
+            return error_response(404, str(exc.args[0]))
+        except operations.OperationError as exc:
+            status = 404 if "unknown therapist" in str(exc) else 400
+            return error_response(status, str(exc))
+        return JSONResponse(
+            {"dry_run": dry_run, "full": full, "results": [resync_json(r) for r in results]}
+        )
+
+    return [
+        Route("/v1/admin/therapists", therapists, methods=["GET"]),
+        Route("/v1/admin/outbox", outbox_view, methods=["GET"]),
+        Route("/v1/admin/resync", resync, methods=["POST"]),
+    ]

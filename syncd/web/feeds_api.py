@@ -1,0 +1,53 @@
+"""``GET /feeds/{token}.ics``: a therapist's read-only ICS feed (see ``syncd.feeds``).
+
+The token is the only credential, so every failure looks the same (404), whether the token was
+never issued, was rotated away, or is malformed. Calendar apps poll: responses carry an ETag and
+answer ``If-None-Match`` with 304, and ``Cache-Control: private`` keeps shared caches from
+holding what is health data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from syncd import feeds
+from syncd.app import App
+from syncd.web.app import error_response, register_routes
+
+if TYPE_CHECKING:
+    from syncd.daemon import Daemon
+
+CACHE_CONTROL = "private, max-age=300"
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """``If-None-Match`` uses the weak comparison (RFC 9110 §13.1.2): ``W/`` is ignored."""
+    if not header:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+@register_routes
+def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+    async def feed(request: Request) -> Response:
+        token = request.path_params["token"]
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, feeds.render_feed, app, token
+        )
+        if found is None:
+            return error_response(404, "Not Found", {"Cache-Control": "no-store"})
+        body, etag = found
+        headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+        if etag_matches(request.headers.get("if-none-match"), etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body.encode(), media_type=feeds.CONTENT_TYPE, headers=headers)
+
+    return [Route(feeds.PATH, feed, methods=["GET"])]
