@@ -369,6 +369,7 @@ class GoogleConnector:
         if settings.calendar_url:
             self._calendar = self._calendar_id_from(settings.calendar_url)
         self._verified = False
+        self._events_resource: Any = None
         # The account's calendar list as busy time needs it, read once per instance.
         self._calendar_entries: dict[str, _CalendarEntry] | None = None
         self._last_request = 0.0
@@ -434,7 +435,11 @@ class GoogleConnector:
             return request.execute(num_retries=0)
 
     def _events(self) -> Any:
-        return self._service.events()
+        # Building the resource walks the discovery document: ~30% of a batched mirror's CPU
+        # when done per write (bench/ profile), so it is built once per connector.
+        if self._events_resource is None:
+            self._events_resource = self._service.events()
+        return self._events_resource
 
     # -- calendar ---------------------------------------------------------------------------
 

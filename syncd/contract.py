@@ -51,9 +51,11 @@ def _one_line(text: str) -> str:
 def _check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a name the file system refuses (too long, a directory such as "Europe").
+        shown = name if len(name) <= 100 else name[:100] + "…"
         raise PydanticCustomError(
-            "iana_zone", "unknown IANA time zone '{name}'", {"name": name}
+            "iana_zone", "unknown IANA time zone '{name}'", {"name": shown}
         ) from exc
     return name
 
@@ -298,15 +300,40 @@ def load_json(raw: str | bytes) -> dict[str, Any]:
         value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ContractError("event", "json", f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise ContractError("event", "json", "malformed JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise ContractError("event", "json_object", "an event must be a JSON object")
     return value
+
+
+def _refuse_surrogates(raw: dict[str, Any]) -> None:
+    """Lone surrogates (legal in JSON escapes, not in UTF-8) can be neither stored nor quoted in
+    an error message; refuse them first, naming the field. Iterative: the input may be deep."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ContractError(
+                    path or "event", "unicode", "text with a lone surrogate (invalid Unicode)"
+                ) from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{path}.{key}" if path else str(key)
+                stack.append((name, key))
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", item) for i, item in enumerate(value))
 
 
 def parse_event(raw: str | bytes | dict[str, Any]) -> PlatformEvent:
     """Parse and validate one event; raise ContractError naming the field and the rule."""
     if not isinstance(raw, dict):
         raw = load_json(raw)
+    _refuse_surrogates(raw)
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:

@@ -106,6 +106,8 @@ def parse_resync(body: bytes) -> tuple[list[str] | None, bool, bool]:
         data = json.loads(body) if body.strip() else None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     unknown = set(data) - {"therapists", "all", "full", "dry_run"}

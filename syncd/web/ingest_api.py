@@ -120,6 +120,8 @@ def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_response(400, f"malformed JSON ({exc})")
+        except RecursionError:
+            return error_response(400, "malformed JSON (nested too deeply)")
         batch = payload if isinstance(payload, list) else [payload]
         if not batch:
             return error_response(400, "an empty batch: send one event or a non-empty array")

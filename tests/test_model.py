@@ -1,0 +1,353 @@
+"""A stateful model of the whole engine (issue 7, part 3).
+
+The real Engine, Ingestor, expiry sweep and availability run against a real SQLAlchemy store
+(in-memory SQLite) and the in-memory calendar of tests/memory_calendar.py. Hypothesis interleaves
+platform events, clock advances, therapist edits, connector faults and restarts; after every
+quiet pass the calendar must be exactly the projection of the stored state."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from connectors.base import Changes, FetchedItem, RemoteItem
+from connectors.errors import Transient
+from syncd import availability
+from syncd import domain as d
+from syncd.engine import Engine
+from syncd.expiry import expire_due
+from syncd.ingest import Ingestor
+from syncd.occupancy import occupied
+from syncd.plan import resource_name
+from syncd.project import is_ours, project, uid_for
+from syncd.retry import RetryPolicy
+from syncd.store import repo
+from syncd.store.tables import Base, ConnectionRow
+from tests import factories as f
+from tests.clock import FakeClock
+from tests.memory_calendar import MemoryCalendar
+from tests.test_plan import edited_by_therapist, foreign_body, parse_ours
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+SESSIONS = ["s-1", "s-2", "s-3", "s-4"]
+WORKDAYS = [{"weekday": wd, "start": "09:00", "end": "17:00"} for wd in range(7)]
+_evt = itertools.count(1)
+
+
+class FaultyCalendar(MemoryCalendar):
+    """The in-memory calendar, failing the next ``fail_next`` protocol calls with Transient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = 0
+
+    def _fault(self) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise Transient("injected fault")
+
+    def changes(self, token: str | None) -> Changes:
+        self._fault()
+        return super().changes(token)
+
+    def get(self, href: str) -> FetchedItem:
+        self._fault()
+        return super().get(href)
+
+    def create(self, name: str, body: str) -> RemoteItem:
+        self._fault()
+        return super().create(name, body)
+
+    def update(self, href: str, body: str, etag: str) -> RemoteItem:
+        self._fault()
+        return super().update(href, body, etag)
+
+    def delete(self, href: str, etag: str | None) -> None:
+        self._fault()
+        super().delete(href, etag)
+
+
+def event(type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"m-{next(_evt)}", "type": type_, "occurred_at": T0.isoformat(), "data": data}
+
+
+class EngineModel(RuleBasedStateMachine):
+    @initialize()
+    def setup(self) -> None:
+        db = create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+        Base.metadata.create_all(db)
+        self.db = db
+        self.sessions = sessionmaker(db, expire_on_commit=False)
+        self.clock = FakeClock(T0)
+        self.cal = FaultyCalendar()
+        self.ingestor = Ingestor(self.sessions, self.clock, hold=timedelta(hours=24))
+        self.engine = self._new_engine()
+        self.versions: dict[str, int] = {}
+        self.starts: dict[str, datetime] = {}  # each session's stored start
+        self.sent: list[dict[str, Any]] = []
+        self.foreign: dict[str, tuple[str, str]] = {}
+        self._ingest(
+            f.therapist(
+                working_hours=WORKDAYS, slot_minutes=50, buffer_minutes=10, version=self._next("t")
+            )
+        )
+        with self.sessions.begin() as s:
+            s.add(
+                ConnectionRow(
+                    therapist_id="t-1",
+                    provider="caldav",
+                    url="https://fake.invalid/",
+                    username="therapist",
+                    secret=b"not used",
+                    calendar_url=None,
+                    state="ok",
+                    sync_token=None,
+                    failures=0,
+                    created_at=T0,
+                )
+            )
+
+    def teardown(self) -> None:
+        if hasattr(self, "engine"):
+            self.engine.close()
+            self.db.dispose()
+
+    def _new_engine(self) -> Engine:
+        return Engine(
+            self.sessions,
+            lambda _conn: self.cal,
+            clock=self.clock,
+            policy=RetryPolicy(attempts=2, base=1e-6, cap=1e-6),
+        )
+
+    def _ingest(self, raw: dict[str, Any]) -> bool:
+        self.sent.append(raw)
+        return self.ingestor.ingest(raw).ok  # refusals are fine: nothing of them is stored
+
+    def _next(self, entity: str) -> int:
+        self.versions[entity] = self.versions.get(entity, 0) + 1
+        return self.versions[entity]
+
+    # -- platform events ----------------------------------------------------------------------
+
+    @rule(
+        zone=st.sampled_from(["Europe/London", "America/New_York", "Australia/Sydney"]),
+        active=st.booleans(),
+        buffer=st.sampled_from([0, 10, 30]),
+        initials=st.booleans(),
+    )
+    def therapist_upserted(self, zone: str, active: bool, buffer: int, initials: bool) -> None:
+        self._ingest(
+            f.therapist(
+                version=self._next("t"),
+                zone=zone,
+                working_hours=WORKDAYS,
+                slot_minutes=50,
+                buffer_minutes=buffer,
+                active=active,
+                privacy={"client_label": "initials" if initials else "none"},
+            )
+        )
+
+    @rule(
+        sid=st.sampled_from(SESSIONS),
+        hours=st.sampled_from([0, 0]) | st.integers(1, 24 * 5),
+        status=st.sampled_from(["confirmed", "unconfirmed"]),
+        # mostly a valid move; without a reason the move is refused whole
+        reason=st.sampled_from([None, "client_requested", "client_requested", "correcting_error"]),
+    )
+    def session_upserted(self, sid: str, hours: int, status: str, reason: str | None) -> None:
+        """A new session, or a known one moved (``hours`` 0: kept in place, e.g. confirmed)."""
+        old = self.starts.get(sid)
+        start = self.clock.now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours)
+        extra: dict[str, Any] = {}
+        if old is not None and hours == 0:
+            start = old
+        elif old is not None and reason is not None:
+            by = "team" if old <= self.clock.now else "therapist"
+            extra["change"] = {"reason": reason, "by": by}
+        raw = f.session(sid, start, version=self._next(sid), status=status, **extra)
+        if self._ingest(raw):
+            self.starts[sid] = start
+
+    @rule(sid=st.sampled_from(SESSIONS))
+    def session_cancelled(self, sid: str) -> None:
+        start = self.starts.get(sid, self.clock.now + timedelta(hours=5))
+        raw = f.session(
+            sid,
+            start,
+            version=self._next(sid),
+            status="cancelled",
+            cancellation={"reason": "client_cancelled", "by": "client"},
+        )
+        if self._ingest(raw):
+            self.starts[sid] = start
+
+    @rule(
+        sid=st.sampled_from(SESSIONS),
+        series=st.sampled_from("ab"),
+        offsets=st.lists(st.integers(2, 24 * 4), min_size=1, max_size=3, unique=True),
+        state=st.sampled_from(["pending", "pending", "accepted", "rejected"]),
+    )
+    def offer_upserted(self, sid: str, series: str, offsets: list[int], state: str) -> None:
+        oid = f"o-{sid}-{series}"
+        base = self.clock.now.replace(minute=0, second=0, microsecond=0)
+        data: dict[str, Any] = {
+            "id": oid,
+            "version": self._next(oid),
+            "session_id": sid,
+            "alternatives": [
+                {
+                    "start": (base + timedelta(hours=h)).isoformat(),
+                    "end": (base + timedelta(hours=h, minutes=50)).isoformat(),
+                }
+                for h in offsets
+            ],
+            "sent_at": (self.clock.now - timedelta(minutes=5)).isoformat(),
+            "state": state,
+        }
+        if state != "pending":
+            data["responded_at"] = self.clock.now.isoformat()
+        if state == "accepted":
+            data["accepted_alternative"] = 0
+        self._ingest(event("offer.upserted", data))
+
+    @rule(rid=st.sampled_from(["r-1", "r-2"]), state=st.sampled_from(["active", "ended"]))
+    def reserved_slot(self, rid: str, state: str) -> None:
+        local = (self.clock.now + timedelta(days=1)).replace(tzinfo=None, minute=0, hour=11)
+        data: dict[str, Any] = {
+            "id": rid,
+            "version": self._next(rid),
+            "therapist_id": "t-1",
+            "client": {"id": f"c-{rid}", "name": "Jane Doe"},
+            "first_start_local": local.isoformat(),
+            "timezone": "Europe/London",
+            "duration_minutes": 50,
+            "rrule": "FREQ=WEEKLY",
+            "state": state,
+        }
+        if state == "ended":
+            data["until"] = (self.clock.now + timedelta(days=8)).isoformat()
+        self._ingest(event("reserved_slot.upserted", data))
+
+    @rule(data=st.data())
+    def duplicate_or_stale(self, data: st.DataObject) -> None:
+        if not self.sent:
+            return
+        raw = data.draw(st.sampled_from(self.sent))
+        if data.draw(st.booleans(), label="stale copy"):
+            raw = dict(raw, id=f"m-{next(_evt)}")  # a new id, an old version
+        self.ingestor.ingest(raw)
+
+    # -- time, the therapist, faults, restarts --------------------------------------------------
+
+    @rule(delta=st.sampled_from([timedelta(minutes=10), timedelta(hours=3), timedelta(hours=25)]))
+    def advance(self, delta: timedelta) -> None:
+        self.clock.advance(delta)
+
+    @rule(data=st.data(), act=st.sampled_from(["edit", "delete"]))
+    def therapist_touches_ours(self, data: st.DataObject, act: str) -> None:
+        ours = sorted(h for h in self.cal.items if is_ours(resource_name(h)))
+        if not ours:
+            return
+        href = data.draw(st.sampled_from(ours))
+        if act == "edit":
+            self.cal.put(href, edited_by_therapist(self.cal.items[href][1]))
+        else:
+            self.cal.remove(href)
+
+    @rule(name=st.sampled_from(["dentist.ics", "gym class.ics", "3F2504E0-4F89.ics"]))
+    def therapist_adds_foreign(self, name: str) -> None:
+        href = self.cal.href_for(name)
+        self.cal.put(href, foreign_body(name, len(self.foreign)))
+        self.foreign[href] = self.cal.items[href]
+
+    @rule(n=st.integers(1, 4))
+    def faulty_pass(self, n: int) -> None:
+        self.cal.fail_next = n
+        self.engine.run_pass("t-1")  # may fail; the next quiet pass must repair everything
+        self.cal.fail_next = 0
+
+    @rule()
+    def restart(self) -> None:
+        self.engine.close()
+        self.engine = self._new_engine()
+
+    @rule()
+    def quiet_pass(self) -> None:
+        now = self.clock.now
+        expire_due(self.sessions, now)
+        report = self.engine.run_pass("t-1")
+        assert not report.failed, report
+        self.check_converged()
+        self.check_no_expired_holds()
+        self.check_availability()
+
+    # -- invariants ------------------------------------------------------------------------------
+
+    def check_converged(self) -> None:
+        now = self.clock.now
+        with self.sessions() as s:
+            state = repo.platform_state(s, "t-1")
+        assert state is not None
+        desired = {e.uid: e.content_hash for e in project(state, now).values()}
+        seen: dict[str, str] = {}
+        for href, (_etag, body) in self.cal.items.items():
+            if not is_ours(resource_name(href)):
+                continue
+            uid, content_hash = parse_ours(body)
+            assert uid not in seen, f"duplicate {uid}"
+            seen[uid] = content_hash
+        assert seen == desired
+
+    def check_no_expired_holds(self) -> None:
+        now = self.clock.now
+        with self.sessions() as s:
+            state = repo.platform_state(s, "t-1")
+        assert state is not None
+        uids = {
+            parse_ours(body)[0]
+            for h, (_e, body) in self.cal.items.items()
+            if is_ours(resource_name(h))
+        }
+        for offer in state.offers:
+            if offer.expires_at <= now:
+                assert offer.state is not d.OfferState.PENDING, offer
+                for i in range(len(offer.alternatives)):
+                    assert uid_for("hold", f"{offer.id}.{i}") not in uids
+
+    def check_availability(self) -> None:
+        now = self.clock.now
+        with self.sessions() as s:
+            state = repo.platform_state(s, "t-1")
+        assert state is not None
+        window = d.Interval(now, now + timedelta(weeks=2))
+        busy = [o.interval for o in occupied(state, window, now)]
+        for slot in availability.available_slots(state.therapist, window, busy):
+            for b in busy:
+                assert not (slot.start < b.end and b.start < slot.end), (slot, b)
+
+    @invariant()
+    def foreign_untouched(self) -> None:
+        if hasattr(self, "cal"):
+            for href, item in self.foreign.items():
+                assert self.cal.items.get(href) == item
+
+
+EngineModel.TestCase.settings = settings(
+    max_examples=30,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEngineModel = EngineModel.TestCase
