@@ -134,6 +134,16 @@ class BusyOptions:
     tentative_busy: bool = True  # TENTATIVE events count as busy
     all_day: Literal["transparency", "busy", "free"] = "transparency"
 
+    def counts(self, *, all_day: bool, transparent: bool, tentative: bool) -> bool:
+        """Whether an event (not cancelled, not syncd's own) counts as busy time: the one
+        statement of the policy, shared by every provider."""
+        if all_day and self.all_day != "transparency":
+            if self.all_day == "free":
+                return False
+        elif transparent:
+            return False
+        return self.tentative_busy or not tentative
+
 
 @runtime_checkable
 class BusyReader(Protocol):

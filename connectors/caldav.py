@@ -531,13 +531,8 @@ def _occurrence_busy(
         return None
     first = dtstart.dt
     all_day = not isinstance(first, datetime)
-    if all_day and options.all_day != "transparency":
-        if options.all_day == "free":
-            return None
-    elif transparent:
-        return None
     tentative = status == "TENTATIVE"
-    if tentative and not options.tentative_busy:
+    if not options.counts(all_day=all_day, transparent=transparent, tentative=tentative):
         return None
     if event.get("DTEND") is not None:
         last = event["DTEND"].dt

@@ -322,13 +322,8 @@ def _event_busy(
     first, all_day = _instant(event["start"], calendar_zone)
     last, _ = _instant(event.get("end") or event["start"], calendar_zone)
     transparent = event.get("transparency") == "transparent"
-    if all_day and options.all_day != "transparency":
-        if options.all_day == "free":
-            return None
-    elif transparent:
-        return None
     tentative = status == "tentative"
-    if tentative and not options.tentative_busy:
+    if not options.counts(all_day=all_day, transparent=transparent, tentative=tentative):
         return None
     clipped = _clip(first, last, start, end)
     return None if clipped is None else (clipped[0], clipped[1], tentative)
