@@ -262,7 +262,8 @@ class HTTPProxy:
         self._server.server_close()
         self._thread.join(timeout=_STOP_TIMEOUT)
 
-    def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+    def _receive(self, handler: http.server.BaseHTTPRequestHandler) -> ProxiedRequest:
+        """Read one request off the wire and record it."""
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         request = ProxiedRequest(
@@ -273,6 +274,10 @@ class HTTPProxy:
         )
         with self._lock:
             self.requests.append(request)
+        return request
+
+    def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        request = self._receive(handler)
         reply = self.on_request(request) if self.on_request else None
         if reply is None:
             reply = self._forward(request)

@@ -145,16 +145,7 @@ class FaultProxy(HTTPProxy):
             return None
 
     def _serve(self, handler: http.server.BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        request = ProxiedRequest(
-            method=handler.command,
-            path=handler.path,
-            headers={k: v for k, v in handler.headers.items()},
-            body=body,
-        )
-        with self._lock:
-            self.requests.append(request)
+        request = self._receive(handler)
         rule = self._pick(request)
         if rule is None or rule.action is Action.DELAY:
             if rule is not None:

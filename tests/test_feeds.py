@@ -4,7 +4,6 @@ cacheably; tokens are stored hashed, rotate, and unknown ones are 404. A real cl
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shutil
 import socket
@@ -23,7 +22,6 @@ from sqlalchemy import select
 
 from syncd import feeds, google_link
 from syncd.app import App
-from syncd.daemon import Daemon
 from syncd.operations import OperationError
 from syncd.project import Entry, project
 from syncd.store import repo
@@ -31,6 +29,7 @@ from syncd.store.tables import FeedTokenRow
 from syncd.web.feeds_api import etag_matches
 from tests import factories as f
 from tests.conftest import make_config, write_config
+from tests.http_daemon import with_http_daemon
 from tests.proc import jsonl, run_syncd, start_syncd, wait_for
 
 T = TypeVar("T")
@@ -112,25 +111,7 @@ def seeded(app: App) -> App:
 def with_http(app: App, check: Callable[[str], T], timeout: float = 15) -> T:
     """Run an in-process daemon and ``check(listen_url)`` on a worker thread (blocking HTTP),
     so the event loop keeps serving while the check runs."""
-
-    async def main() -> T:
-        daemon = Daemon(app)
-        task = asyncio.create_task(daemon.serve())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while daemon.web is None or not daemon.web.running:
-            if task.done():
-                await task
-                raise AssertionError("the daemon stopped before its HTTP service started")
-            assert loop.time() < deadline, "HTTP service did not start"
-            await asyncio.sleep(0.01)
-        try:
-            return await asyncio.to_thread(check, daemon.web.listen_url)
-        finally:
-            daemon.stop()
-            await task
-
-    return asyncio.run(main())
+    return with_http_daemon(app, lambda _daemon, url: check(url), timeout)
 
 
 def path_of(url: str) -> str:
