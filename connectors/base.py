@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 from connectors.errors import ConnectorError
+
+# The pass a request belongs to, sent as ``X-Syncd-Pass`` with every request to a calendar
+# server. It is the ``pass_id`` of syncd's logs, so a server's access log lines up with them;
+# the replica tests use it to see, at the server, that two passes of one therapist never overlap.
+# Random per pass: it says nothing about the therapist or the client.
+current_pass: ContextVar[str | None] = ContextVar("syncd_current_pass", default=None)
+PASS_HEADER = "X-Syncd-Pass"  # noqa: S105 - a header name, not a secret
+
+
+def pass_headers() -> dict[str, str]:
+    tag = current_pass.get()
+    return {PASS_HEADER: tag} if tag else {}
 
 
 @dataclass(frozen=True, slots=True)

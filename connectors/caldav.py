@@ -91,6 +91,7 @@ from connectors.base import (
     Changes,
     FetchedItem,
     RemoteItem,
+    pass_headers,
 )
 from connectors.errors import (
     AlreadyExists,
@@ -112,7 +113,25 @@ CALDAV: Final = "{urn:ietf:params:xml:ns:caldav}"
 
 # caldav annotates ``timeout`` as int (niquests takes a float) and leaves principal discovery
 # and calendar creation unannotated, so the client is handled as Any.
-_DAVClientFactory: Any = DAVClient
+
+
+class _PassTaggedDAVClient(DAVClient):
+    """Every request, the library's own discovery requests included, carries the pass header."""
+
+    def request(
+        self,
+        url: Any,
+        method: Any = "GET",
+        body: Any = "",
+        headers: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        tagged = {**pass_headers(), **(headers or {})}
+        return super().request(url, method, body, tagged, *args, **kwargs)
+
+
+_DAVClientFactory: Any = _PassTaggedDAVClient
 
 _T = TypeVar("_T")
 

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from http.client import HTTPException
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +69,7 @@ from connectors.base import (
     FetchedItem,
     RemoteItem,
     Write,
+    pass_headers,
 )
 from connectors.errors import (
     AlreadyExists,
@@ -235,7 +237,11 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
         if getattr(exc, "retryable", False):
             return Transient(f"{what}: token refresh failed: {text}")
         return AuthFailed(f"{what}: token refresh failed: {text}")
-    if isinstance(exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error):
+    # http.client's own errors (an answer cut off mid-body: IncompleteRead) reach us unwrapped
+    # through httplib2; the request may or may not have been applied, like a timeout.
+    if isinstance(
+        exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error | HTTPException
+    ):
         return Transient(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, TimeoutError | socket.timeout | ConnectionError | OSError):
         return Transient(f"{what}: {type(exc).__name__}: {exc}")
@@ -340,6 +346,23 @@ def _merged(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, 
     return merged
 
 
+class _PassTaggedHttp(httplib2.Http):  # type: ignore[misc]
+    """Adds the pass header to every request, batches included (one outer POST)."""
+
+    def request(
+        self,
+        uri: Any,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        return super().request(
+            uri, method, body, {**pass_headers(), **(headers or {})}, *args, **kwargs
+        )
+
+
 class GoogleConnector:
     """One Google calendar of one account. Not thread-safe (one therapist, one worker)."""
 
@@ -357,7 +380,7 @@ class GoogleConnector:
             client_secret=settings.client_secret,
         )
         http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=httplib2.Http(timeout=settings.timeout)
+            credentials, http=_PassTaggedHttp(timeout=settings.timeout)
         )
         self._service: Any = build_from_document(_discovery_document(settings.url), http=http)
         self._calendar: str | None = None

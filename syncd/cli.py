@@ -347,6 +347,8 @@ def _busy_cell(state: str, as_of: datetime | None, now: datetime) -> str:
 @click.pass_context
 def status(ctx: click.Context) -> None:
     """A table of every therapist and connection."""
+    from rich.markup import escape
+
     from syncd import operations
 
     app = _app(ctx)
@@ -376,7 +378,11 @@ def status(ctx: click.Context) -> None:
             f"[{colour}]{state}[/]",
             str(r.entries),
             _ago(r.last_success_at, now),
-            _ago(r.due_at, now) if r.due_at else "-",
+            f"running on {escape(r.held_by)}"
+            if r.held_by
+            else _ago(r.due_at, now)
+            if r.due_at
+            else "-",
             str(r.drift),
             _busy_cell(r.busy_state, r.busy_as_of, now),
             r.last_error or "",
@@ -385,6 +391,34 @@ def status(ctx: click.Context) -> None:
     if not rows:
         console.print("no therapists yet: ingest some events (syncd ingest FILE)")
     console.print(_outbox_line(app, now), highlight=False, markup=False)
+    _print_replicas(app, now)
+
+
+def _print_replicas(app: App, now: datetime) -> None:
+    from rich.markup import escape
+
+    from syncd import operations
+
+    found = operations.replica_overview(app)
+    if not found:
+        console.print("replicas: no daemon has registered on this database")
+        return
+    table = Table(title="replicas")
+    table.add_column("replica", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for col in ("started", "last heartbeat", "passes running"):
+        table.add_column(col, justify="right")
+    for r in found:
+        table.add_row(
+            escape(r.id),
+            r.version,
+            "[green]alive[/]" if r.alive else "[yellow]no heartbeat[/]",
+            _ago(r.started_at, now),
+            _ago(r.seen_at, now),
+            str(r.leases),
+        )
+    console.print(table)
 
 
 def _outbox_line(app: App, now: datetime) -> str:

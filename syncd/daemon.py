@@ -25,7 +25,7 @@ from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.replica import dead_local_owner, replica_id
-from syncd.store import queue
+from syncd.store import queue, replicas, wakeups
 from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
 from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
 from syncd.web import feeds_api as _feeds_api  # noqa: F401 - registers its routes
@@ -37,6 +37,9 @@ from syncd.web.app import build_app
 from syncd.web.server import WebServer
 
 log = logging.getLogger(__name__)
+
+# A replica killed without shutting down keeps its registry row (shown as not alive) this long.
+REPLICA_FORGET_AFTER = timedelta(hours=1)
 
 
 class Daemon:
@@ -57,12 +60,20 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self.passes = 0
         # Notifications to the platform (the outbox), sent only when a webhook is configured.
         self._deliverer = app.deliverer() if app.config.platform.webhook_url else None
         self._delivering: asyncio.Future[int] | None = None
         self.web: WebServer | None = None  # the HTTP service, while serve() runs with [http] on
-        self.metrics = Metrics(app.sessions, app.clock)  # this daemon's own registry
+        self.metrics = Metrics(  # this daemon's own registry
+            app.sessions,
+            app.clock,
+            replica=self.owner,
+            alive_within=timedelta(seconds=cfg.lease_seconds),
+        )
+        # PostgreSQL: other replicas' writes wake this one at once (see syncd.store.wakeups).
+        self.listener: wakeups.Listener | None = None
         # sd_notify (READY/WATCHDOG/RELOADING/STOPPING) and SIGHUP reload of ``config_path``.
         self.lifecycle = Lifecycle(self, config_path, notifier or Notifier.from_env())
 
@@ -136,8 +147,16 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
             )
+        await loop.run_in_executor(None, self._register)
         await self._sweep(scheduler)
         await loop.run_in_executor(None, self._reclaim)
+        if self.app.db.url.get_backend_name() == "postgresql":
+
+            def notified(channel: str) -> None:  # on the listener's thread
+                loop.call_soon_threadsafe(self._notified, channel)
+
+            self.listener = wakeups.Listener(self.app.db.url, notified)
+            self.listener.start()
         self._scheduler = scheduler
         scheduler.start()
         log.info(
@@ -155,11 +174,14 @@ class Daemon:
                 await self._dispatch()
         finally:
             scheduler.shutdown(wait=False)
+            if self.listener is not None:
+                await loop.run_in_executor(None, self.listener.stop)
             if self.web is not None:
                 await self.web.stop()
             await self._drain(self.app.config.daemon.shutdown_timeout)  # reloadable
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._engine.close()
+            await loop.run_in_executor(None, self._unregister)
             if self._deliverer is not None:
                 await loop.run_in_executor(None, self._deliverer.close)  # after the send in flight
             log.info("syncd stopped after %d passes", self.passes)
@@ -221,6 +243,31 @@ class Daemon:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, google_link.renew_watches, self.app)
 
+    def _notified(self, channel: str) -> None:
+        if channel == wakeups.OFFERS:
+            # A new pending offer somewhere: re-read the next expiry so this replica's timer is
+            # exact too (whichever replica fires first releases the hold; the rest find nothing).
+            task = asyncio.ensure_future(self._sweep())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.wake()
+
+    def _register(self) -> None:
+        now = self.app.clock()
+        with self.app.sessions() as s:
+            replicas.register(s, self.owner, now)
+            pruned = replicas.prune(s, now, REPLICA_FORGET_AFTER)
+        if pruned:
+            log.info("forgot %d replicas not seen for %s", pruned, REPLICA_FORGET_AFTER)
+
+    def _unregister(self) -> None:
+        try:
+            with self.app.sessions() as s:
+                replicas.unregister(s, self.owner)
+        except Exception as exc:  # the database may be what is failing; the row just ages out
+            log.warning("could not remove this replica's registry row: %s", type(exc).__name__)
+
     def _reclaim(self) -> None:
         with self.app.sessions() as s:
             freed = queue.reclaim(s, dead_local_owner, self.app.clock())
@@ -229,13 +276,14 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         running = list(self._in_flight)
-        if not running:
-            return
-        until = self.app.clock() + timedelta(seconds=self.app.config.daemon.lease_seconds)
+        now = self.app.clock()
+        until = now + timedelta(seconds=self.app.config.daemon.lease_seconds)
 
         def renew() -> None:
             with self.app.sessions() as s:
-                queue.renew(s, self.owner, running, until)
+                if running:
+                    queue.renew(s, self.owner, running, until)
+                replicas.beat(s, self.owner, now)
 
         await asyncio.get_running_loop().run_in_executor(None, renew)
 
@@ -252,7 +300,7 @@ class Daemon:
         report: PassReport | None = None
         crash: Exception | None = None
         began = time.monotonic()
-        with logs.log_context(therapist=claim.therapist_id, pass_id=logs.new_pass_id()):
+        with logs.pass_context(claim.therapist_id):
             try:
                 report = self._engine.run_pass(claim.therapist_id, full=claim.full)
             except Exception as exc:

@@ -17,7 +17,7 @@ from syncd import domain as d
 from syncd import recurrence, rules
 from syncd.clock import Clock, utc_now
 from syncd.contract import ContractError
-from syncd.store import queue, repo
+from syncd.store import queue, repo, wakeups
 from syncd.store.mapping import (
     offer_from_row,
     offer_to_row,
@@ -175,6 +175,9 @@ class Ingestor:
             row = OfferRow(released_at=None)
             s.add(row)
         offer_to_row(new, tid, row, now)
+        if new.state is d.OfferState.PENDING:
+            # Every replica re-reads the next expiry, so whichever runs the sweep does it on time.
+            wakeups.announce(s, wakeups.OFFERS)
         became = new.state if old is None or old.state is not new.state else None
         if became is d.OfferState.ACCEPTED:
             assert new.accepted_alternative is not None

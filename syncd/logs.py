@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from connectors.base import current_pass
+
 # The context of the current pass / connection, copied into every record.
 CONTEXT_FIELDS = ("therapist", "connection", "pass_id")
 _context: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
@@ -68,6 +70,19 @@ def log_context(**fields: object) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+@contextlib.contextmanager
+def pass_context(therapist_id: str) -> Iterator[str]:
+    """One pass: a new pass id in its log records and, as ``X-Syncd-Pass``, on its requests to
+    calendar servers, so a server's access log can be matched with syncd's."""
+    pass_id = new_pass_id()
+    tag = current_pass.set(pass_id)
+    try:
+        with log_context(therapist=therapist_id, pass_id=pass_id):
+            yield pass_id
+    finally:
+        current_pass.reset(tag)
 
 
 def current_context() -> dict[str, str]:

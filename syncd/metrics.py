@@ -14,7 +14,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -27,6 +27,7 @@ from syncd import domain as d
 from syncd.clock import Clock
 from syncd.engine import ConnectionReport, PassReport
 from syncd.plan import Op
+from syncd.store import replicas
 from syncd.store.tables import ConflictRow, ConnectionRow, OfferRow, OutboxRow, SyncQueueRow
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,11 @@ class Snapshot:
     open_conflicts: int = 0
     outbox_pending: int = 0
     connections: dict[str, int] = field(default_factory=dict)
+    leases: dict[str, int] = field(default_factory=dict)  # unexpired leases per owner
+    replicas: dict[str, int] = field(default_factory=dict)  # registered replicas: alive/stale
 
 
-def snapshot(s: Session, now: datetime) -> Snapshot:
+def snapshot(s: Session, now: datetime, alive_within: timedelta = timedelta(minutes=1)) -> Snapshot:
     """A few aggregate queries (indexed columns); pending offers are read to count their
     alternatives, one small JSON list each."""
     snap = Snapshot()
@@ -88,6 +91,10 @@ def snapshot(s: Session, now: datetime) -> Snapshot:
         select(ConnectionRow.state, func.count()).group_by(ConnectionRow.state)
     ):
         snap.connections[state] = int(n)
+    snap.leases = replicas.leases_by_owner(s, now)
+    snap.replicas = {"alive": 0, "stale": 0}
+    for r in replicas.overview(s, now, alive_within):
+        snap.replicas["alive" if r.alive else "stale"] += 1
     return snap
 
 
@@ -95,11 +102,17 @@ class _DatabaseCollector(Collector):
     """Renders the last snapshot taken by ``Metrics.refresh`` (never queries by itself, so
     rendering cannot block)."""
 
-    def __init__(self) -> None:
+    def __init__(self, replica: str) -> None:
         self.snapshot: Snapshot | None = None
         self.up = False
+        self.replica = replica
 
     def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "syncd_replica_info", "This process's replica id (constant 1)", labels=["replica"]
+        )
+        info.add_metric([self.replica], 1)
+        yield info
         yield GaugeMetricFamily(
             "syncd_metrics_database_up",
             "1 if the database answered the gauges' queries of this scrape in time",
@@ -135,15 +148,38 @@ class _DatabaseCollector(Collector):
         for state, n in sorted(snap.connections.items()):
             by_state.add_metric([state], n)
         yield by_state
+        leases = GaugeMetricFamily(
+            "syncd_leases",
+            "Therapists whose pass is running, by the replica (or CLI resync) holding the lease",
+            labels=["replica"],
+        )
+        for owner, n in sorted(snap.leases.items()):
+            leases.add_metric([owner], n)
+        yield leases
+        registered = GaugeMetricFamily(
+            "syncd_replicas",
+            "Registered daemon processes on this database, alive (recent heartbeat) or stale",
+            labels=["state"],
+        )
+        for state, n in sorted(snap.replicas.items()):
+            registered.add_metric([state], n)
+        yield registered
 
 
 class Metrics:
     """One daemon's metrics and registry."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], clock: Clock, timeout: float = SCRAPE_TIMEOUT
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        timeout: float = SCRAPE_TIMEOUT,
+        *,
+        replica: str = "",
+        alive_within: timedelta = timedelta(minutes=1),
     ) -> None:
         self.sessions = sessions
+        self.alive_within = alive_within
         self.clock = clock
         self.timeout = timeout
         self.registry = CollectorRegistry(auto_describe=True)
@@ -166,7 +202,7 @@ class Metrics:
             ["error_class"],
             registry=self.registry,
         )
-        self._db = _DatabaseCollector()
+        self._db = _DatabaseCollector(replica)
         self.registry.register(self._db)
         self._refreshing: asyncio.Future[Snapshot] | None = None
         self._lock = threading.Lock()
@@ -208,7 +244,7 @@ class Metrics:
 
     def _query(self) -> Snapshot:
         with self.sessions() as s:
-            return snapshot(s, self.clock())
+            return snapshot(s, self.clock(), self.alive_within)
 
     async def refresh(self) -> None:
         """Read the gauges from the database on a worker thread, within ``timeout``. A query

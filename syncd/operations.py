@@ -6,7 +6,8 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -15,12 +16,12 @@ from sqlalchemy import delete, func, select
 
 from connectors.base import BusyReader, CalendarInfo
 from connectors.errors import ConnectorError, NotFound
-from syncd import availability, occupancy, outbox, reconcile
+from syncd import availability, logs, occupancy, outbox, reconcile
 from syncd import domain as d
 from syncd.app import App
 from syncd.engine import Engine, PassReport
 from syncd.replica import replica_id
-from syncd.store import queue, repo
+from syncd.store import queue, replicas, repo
 from syncd.store.tables import (
     ConflictRow,
     ConnectionRow,
@@ -177,7 +178,8 @@ def _resync_each(
         else:
             started = app.clock()
             try:
-                report = engine.run_pass(tid, full=full, dry_run=dry_run)
+                with _lease_kept(app, tid, owner, lease), logs.pass_context(tid):
+                    report = engine.run_pass(tid, full=full, dry_run=dry_run)
             finally:
                 with app.sessions() as s:
                     queue.release(
@@ -192,6 +194,29 @@ def _resync_each(
         results.append(result)
         if progress:
             progress(result)
+
+
+@contextlib.contextmanager
+def _lease_kept(app: App, therapist_id: str, owner: str, lease: timedelta) -> Iterator[None]:
+    """Renew a resync's lease while its pass runs, as the daemon's heartbeat does for its own,
+    so a pass longer than one lease is never joined by a replica's."""
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(lease.total_seconds() / 3):
+            try:
+                with app.sessions() as s:
+                    queue.renew(s, owner, [therapist_id], app.clock() + lease)
+            except Exception as exc:  # the pass itself will meet the database error
+                log.warning("renewing the resync lease failed: %s", type(exc).__name__)
+
+    keeper = threading.Thread(target=keep, name="resync-lease", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
 
 
 def all_therapist_ids(app: App) -> list[str]:
@@ -213,6 +238,7 @@ class StatusRow:
     last_error: str | None
     busy_as_of: datetime | None = None
     busy_state: str = "-"  # fresh | stale | flagged | -
+    held_by: str | None = None  # the replica (or CLI resync) running its pass now, if any
 
 
 def _busy_state(c: ConnectionRow, now: datetime, stale_after: float) -> str:
@@ -229,7 +255,14 @@ def status(app: App) -> list[StatusRow]:
     rows: list[StatusRow] = []
     with app.sessions() as s:
         therapists = s.scalars(select(TherapistRow).order_by(TherapistRow.id)).all()
-        due = {q.therapist_id: q.due_at for q in s.scalars(select(SyncQueueRow)).all()}
+        now = app.clock()
+        queue_rows = {q.therapist_id: q for q in s.scalars(select(SyncQueueRow)).all()}
+        due = {tid: q.due_at for tid, q in queue_rows.items()}
+        held = {
+            tid: q.lease_owner
+            for tid, q in queue_rows.items()
+            if q.lease_owner and q.lease_until is not None and q.lease_until > now
+        }
         counts = dict(
             s.execute(
                 select(MirrorRow.connection_id, func.count()).group_by(MirrorRow.connection_id)
@@ -244,7 +277,19 @@ def status(app: App) -> list[StatusRow]:
             conns = repo.connections(s, t.id)
             if not conns:
                 rows.append(
-                    StatusRow(t.id, None, None, "not connected", 0, None, due.get(t.id), 0, 0, None)
+                    StatusRow(
+                        t.id,
+                        None,
+                        None,
+                        "not connected",
+                        0,
+                        None,
+                        due.get(t.id),
+                        0,
+                        0,
+                        None,
+                        held_by=held.get(t.id),
+                    )
                 )
             for c in conns:
                 rows.append(
@@ -260,10 +305,17 @@ def status(app: App) -> list[StatusRow]:
                         drifts.get(c.id, 0),
                         c.last_error,
                         c.busy_fetched_at,
-                        _busy_state(c, app.clock(), app.config.availability.stale_after),
+                        _busy_state(c, now, app.config.availability.stale_after),
+                        held.get(t.id),
                     )
                 )
     return rows
+
+
+def replica_overview(app: App) -> list[replicas.ReplicaInfo]:
+    """The daemon processes registered on this database and the leases each holds."""
+    with app.sessions() as s:
+        return replicas.overview(s, app.clock(), timedelta(seconds=app.config.daemon.lease_seconds))
 
 
 def disconnect(

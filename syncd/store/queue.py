@@ -1,7 +1,8 @@
 """The sync queue: which therapist needs a pass when, claimed through expiring leases.
 
-A claim is a conditional UPDATE (lease free or expired), so it is correct on SQLite and on
-PostgreSQL with several replicas: exactly one replica wins each row.
+A claim is one UPDATE of the rows picked by ``SELECT … FOR UPDATE SKIP LOCKED`` and still free
+(no lease, or an expired one), so it is correct on SQLite and on PostgreSQL with several
+replicas: exactly one replica wins each row, and none waits on another's claim.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from syncd.store import wakeups
 from syncd.store.tables import SyncQueueRow
 
 
@@ -24,7 +26,9 @@ class Claim:
 
 
 def mark_due(s: Session, therapist_id: str, at: datetime, *, full: bool = False) -> None:
-    """Ask for a pass no later than ``at`` (earlier requests win)."""
+    """Ask for a pass no later than ``at`` (earlier requests win), and wake the replicas when
+    the transaction commits."""
+    wakeups.announce(s, wakeups.WORK)
     row = s.get(SyncQueueRow, therapist_id)
     if row is None:
         s.add(SyncQueueRow(therapist_id=therapist_id, due_at=at, full=full, attempts=0))
@@ -41,31 +45,29 @@ def next_due(s: Session) -> datetime | None:
 def claim_due(
     s: Session, owner: str, now: datetime, lease: timedelta, limit: int, skip: set[str]
 ) -> list[Claim]:
-    """Lease up to ``limit`` due therapists for ``owner``."""
-    candidates = s.scalars(
-        select(SyncQueueRow.therapist_id)
-        .where(SyncQueueRow.due_at <= now)
-        .where(or_(SyncQueueRow.lease_until.is_(None), SyncQueueRow.lease_until < now))
-        .order_by(SyncQueueRow.due_at)
-        .limit(limit + len(skip))
+    """Lease up to ``limit`` due therapists for ``owner``, earliest due first."""
+    if limit <= 0:
+        return []
+    free = or_(SyncQueueRow.lease_until.is_(None), SyncQueueRow.lease_until < now)
+    due = select(SyncQueueRow.therapist_id).where(SyncQueueRow.due_at <= now, free)
+    if skip:
+        due = due.where(SyncQueueRow.therapist_id.not_in(skip))
+    # One statement. On PostgreSQL the candidate rows are locked as they are read and rows another
+    # replica is claiming this instant are skipped rather than waited for, so replicas never queue
+    # behind each other; the outer WHERE is re-checked on the locked rows. SQLite has no row locks
+    # (the dialect drops FOR UPDATE) but the statement holds the database's write lock throughout.
+    candidates = due.order_by(SyncQueueRow.due_at).limit(limit).with_for_update(skip_locked=True)
+    rows = s.execute(
+        update(SyncQueueRow)
+        .where(SyncQueueRow.therapist_id.in_(candidates), free)
+        # due_at moves to the lease expiry: if this replica dies the pass is retried then,
+        # and a request arriving during the pass shows up as an earlier due_at.
+        .values(lease_owner=owner, lease_until=now + lease, due_at=now + lease, full=False)
+        .returning(SyncQueueRow.therapist_id, SyncQueueRow.full, SyncQueueRow.attempts)
+        .execution_options(synchronize_session=False)
     ).all()
-    claimed: list[Claim] = []
-    for tid in candidates:
-        if tid in skip or len(claimed) >= limit:
-            continue
-        won = s.execute(
-            update(SyncQueueRow)
-            .where(SyncQueueRow.therapist_id == tid)
-            .where(or_(SyncQueueRow.lease_until.is_(None), SyncQueueRow.lease_until < now))
-            # due_at moves to the lease expiry: if this replica dies the pass is retried then,
-            # and a request arriving during the pass shows up as an earlier due_at.
-            .values(lease_owner=owner, lease_until=now + lease, due_at=now + lease, full=False)
-            .returning(SyncQueueRow.full, SyncQueueRow.attempts)
-        ).first()
-        if won is not None:
-            claimed.append(Claim(tid, bool(won[0]), int(won[1] or 0)))
     s.commit()
-    return claimed
+    return [Claim(str(tid), bool(full), int(attempts or 0)) for tid, full, attempts in rows]
 
 
 def release(

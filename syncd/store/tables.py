@@ -236,6 +236,20 @@ class SyncQueueRow(Base):
     last_pass_at: Mapped[datetime | None]
 
 
+class ReplicaRow(Base):
+    """One row per running daemon process (replica), refreshed by its heartbeat, so status,
+    metrics and the dashboard can say who is alive and who holds which lease. Purely
+    informational: correctness rests on the lease rows, never on this table."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class OutboxRow(Base):
     """Notifications to the platform, written in the same transaction as the change, and their
     delivery state. A row is claimed through an expiring lease (conditional UPDATE), so several

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from syncd import operations, outbox
 from syncd.app import App
 from syncd.auth import Scope
+from syncd.store import replicas
 from syncd.web.app import error_response, register_routes
 from syncd.web.security import require
 
@@ -43,6 +44,20 @@ def status_json(row: operations.StatusRow) -> dict[str, Any]:
         "last_error": row.last_error,
         "busy_as_of": _iso(row.busy_as_of),
         "busy_state": row.busy_state,
+        "held_by": row.held_by,
+    }
+
+
+def replica_json(r: replicas.ReplicaInfo) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "host": r.host,
+        "pid": r.pid,
+        "version": r.version,
+        "started_at": _iso(r.started_at),
+        "seen_at": _iso(r.seen_at),
+        "alive": r.alive,
+        "leases": r.leases,
     }
 
 
@@ -155,6 +170,21 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
         rows = await asyncio.get_running_loop().run_in_executor(None, operations.status, app)
         return JSONResponse({"therapists": [status_json(r) for r in rows]})
 
+    async def replica_view(request: Request) -> Response:
+        denied = await require(request, app, Scope.READ)
+        if isinstance(denied, Response):
+            return denied
+
+        def read() -> dict[str, Any]:
+            with app.sessions() as s:
+                leases = replicas.leases_by_owner(s, app.clock())
+            return {
+                "replicas": [replica_json(r) for r in operations.replica_overview(app)],
+                "leases": leases,
+            }
+
+        return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, read))
+
     async def outbox_view(request: Request) -> Response:
         denied = await require(request, app, Scope.READ)
         if isinstance(denied, Response):
@@ -193,6 +223,7 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
 
     return [
         Route("/v1/admin/therapists", therapists, methods=["GET"]),
+        Route("/v1/admin/replicas", replica_view, methods=["GET"]),
         Route("/v1/admin/outbox", outbox_view, methods=["GET"]),
         Route("/v1/admin/resync", resync, methods=["POST"]),
     ]

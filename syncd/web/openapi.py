@@ -120,6 +120,21 @@ SCHEMAS: dict[str, Any] = {
         last_error={"type": ["string", "null"]},
         busy_as_of=_NULLABLE_TIME,
         busy_state={"type": "string", "enum": ["fresh", "stale", "flagged", "-"]},
+        held_by={
+            "type": ["string", "null"],
+            "description": "the replica (or CLI resync) whose lease covers a running pass",
+        },
+    ),
+    "Replica": _obj(
+        ["id", "host", "pid", "version", "started_at", "seen_at", "alive", "leases"],
+        id={"type": "string", "description": "host:pid:random, as in logs and lease rows"},
+        host={"type": "string"},
+        pid={"type": "integer"},
+        version={"type": "string"},
+        started_at=_TIME,
+        seen_at=_TIME,
+        alive={"type": "boolean", "description": "heartbeat within one lease period"},
+        leases={"type": "integer", "description": "therapist passes it is running now"},
     ),
     "Notification": _obj(
         ["id", "event_id", "topic", "state", "created_at", "attempts"],
@@ -292,6 +307,27 @@ PATHS: dict[str, Any] = {
                         therapists={"type": "array", "items": _ref("TherapistStatus")},
                     ),
                     "one row per therapist and connection",
+                ),
+                **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/v1/admin/replicas": {
+        "get": {
+            "summary": "The daemon processes sharing this database and the leases each holds",
+            "security": _READ,
+            "responses": {
+                "200": _json(
+                    _obj(
+                        ["replicas", "leases"],
+                        replicas={"type": "array", "items": _ref("Replica")},
+                        leases={
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                            "description": "unexpired leases per owner, registered or not",
+                        },
+                    ),
+                    "registered replicas, oldest first",
                 ),
                 **_AUTH_ERRORS,
             },

@@ -1,0 +1,92 @@
+"""The replica registry: which daemon processes share this database, and what each one holds.
+
+Informational only. Who may run a therapist's pass is decided by the lease rows in
+``sync_queue`` alone; this table lets operators see the replicas and their leases.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from syncd import __version__
+from syncd.store.tables import ReplicaRow, SyncQueueRow
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    seen_at: datetime
+    alive: bool
+    leases: int
+
+
+def register(s: Session, replica_id: str, now: datetime) -> None:
+    s.merge(
+        ReplicaRow(
+            id=replica_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            started_at=now,
+            seen_at=now,
+        )
+    )
+    s.commit()
+
+
+def beat(s: Session, replica_id: str, now: datetime) -> None:
+    row = s.get(ReplicaRow, replica_id)
+    if row is None:  # pruned while this process was stalled: come back
+        register(s, replica_id, now)
+        return
+    row.seen_at = now
+    s.commit()
+
+
+def unregister(s: Session, replica_id: str) -> None:
+    s.execute(delete(ReplicaRow).where(ReplicaRow.id == replica_id))
+    s.commit()
+
+
+def prune(s: Session, now: datetime, older_than: timedelta) -> int:
+    """Forget replicas not seen for ``older_than`` (killed processes never unregister)."""
+    gone = s.execute(delete(ReplicaRow).where(ReplicaRow.seen_at < now - older_than))
+    s.commit()
+    return int(getattr(gone, "rowcount", 0) or 0)
+
+
+def leases_by_owner(s: Session, now: datetime) -> dict[str, int]:
+    """Unexpired therapist leases per owner (a replica id, or a CLI resync's id)."""
+    rows = s.execute(
+        select(SyncQueueRow.lease_owner, func.count())
+        .where(SyncQueueRow.lease_owner.is_not(None), SyncQueueRow.lease_until > now)
+        .group_by(SyncQueueRow.lease_owner)
+    ).all()
+    return {str(owner): int(n) for owner, n in rows}
+
+
+def overview(s: Session, now: datetime, alive_within: timedelta) -> list[ReplicaInfo]:
+    leases = leases_by_owner(s, now)
+    return [
+        ReplicaInfo(
+            r.id,
+            r.host,
+            r.pid,
+            r.version,
+            r.started_at,
+            r.seen_at,
+            r.seen_at >= now - alive_within,
+            leases.get(r.id, 0),
+        )
+        for r in s.scalars(select(ReplicaRow).order_by(ReplicaRow.started_at)).all()
+    ]
