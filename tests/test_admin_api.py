@@ -62,6 +62,9 @@ def test_tokens_and_scopes(admin_app: App) -> None:
                 "basic": c.get("/v1/admin/therapists", headers={"Authorization": "Basic eDp5"}),
                 "read": c.get("/v1/admin/therapists", headers=bearer(read)),
                 "outbox": c.get("/v1/admin/outbox?limit=5", headers=bearer(read)),
+                "replicas none": c.get("/v1/admin/replicas"),
+                "replicas": c.get("/v1/admin/replicas", headers=bearer(read)),
+                "me": _daemon.owner,  # type: ignore[dict-item]
                 "bad limit": c.get("/v1/admin/outbox?limit=0", headers=bearer(read)),
                 "post no token": c.post("/v1/admin/resync", json=resync),
                 "post read": c.post("/v1/admin/resync", json=resync, headers=bearer(read)),
@@ -92,6 +95,9 @@ def test_tokens_and_scopes(admin_app: App) -> None:
         "failing": 0,
     }
     assert r["bad limit"].status_code == 400
+    assert r["replicas none"].status_code == 401
+    [me] = r["replicas"].json()["replicas"]  # the daemon serving the request, alive
+    assert me["id"] == r["me"] and me["alive"] is True and me["leases"] == 0
     assert r["unknown therapist"].status_code == 404
     assert "t-9" in r["unknown therapist"].json()["error"]
     assert r["bad body"].status_code == 400

@@ -87,6 +87,7 @@ class World:
     admin_token: str
     read_token: str
     log: Path
+    pid: int
 
 
 def _populate(app: App, server: CalDAVServer) -> tuple[str, str]:
@@ -136,7 +137,7 @@ def world(tmp_path: Path, radicale_server: CalDAVServer) -> Iterator[World]:
 
     try:
         wait_for(up, 30, "the daemon's HTTP service")
-        yield World(base, admin, read, log)
+        yield World(base, admin, read, log, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -183,7 +184,7 @@ def test_dashboard_in_chromium(world: World) -> None:
             assert world.admin_token not in cookie["value"]
 
             # All three therapists, then only the one searched for.
-            rows = page.locator("table.grid tbody tr")
+            rows = page.locator("#therapists tbody tr")
             expect(rows).to_have_count(3)
             page.fill("#q", "anna")
             page.click("form.search button")
@@ -217,9 +218,15 @@ def test_dashboard_in_chromium(world: World) -> None:
 
             # The overview now shows the connection in step.
             page.goto(f"{world.base}/admin")
-            expect(page.locator("table.grid tbody tr")).to_have_count(3)
-            anna = page.locator("table.grid tbody tr").filter(has_text=TID)
+            expect(page.locator("#therapists tbody tr")).to_have_count(3)
+            anna = page.locator("#therapists tbody tr").filter(has_text=TID)
             expect(anna).to_contain_text("OK")
+            # The one daemon process is listed as a live replica, with its pid in its id.
+            replica_rows = page.locator("#replicas tbody tr")
+            expect(replica_rows).to_have_count(1)
+            expect(replica_rows.first).to_contain_text("Alive")
+            expect(replica_rows.first).to_contain_text(f":{world.pid}:")
+            expect(page.locator(".stat").filter(has_text="running")).to_contain_text("1")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
             # The detail page: connection, pending hold with its time left.

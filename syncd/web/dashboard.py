@@ -42,7 +42,7 @@ from syncd.app import App
 from syncd.engine import PassReport
 from syncd.plan import Action
 from syncd.secrets import load_or_create_key
-from syncd.store import repo
+from syncd.store import replicas, repo
 from syncd.store.tables import (
     ApiTokenRow,
     ConflictRow,
@@ -185,6 +185,7 @@ class TherapistView:
     holds: list[HoldView] = field(default_factory=list)
     open_conflicts: int = 0
     drift: list[DriftView] = field(default_factory=list)
+    held_by: str | None = None  # the replica running this therapist's pass right now
 
     @property
     def state(self) -> str:
@@ -201,6 +202,11 @@ class Overview:
     therapists: list[TherapistView]
     total: int
     backlog: outbox.OutboxSummary
+    replicas: list[replicas.ReplicaInfo] = field(default_factory=list)
+
+    @property
+    def replicas_alive(self) -> int:
+        return sum(1 for r in self.replicas if r.alive)
 
     @property
     def attention(self) -> int:
@@ -323,6 +329,11 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                 holds=holds.get(t.id, []),
                 open_conflicts=int(conflicts.get(t.id, 0)),
                 drift=drift.get(t.id, []),
+                held_by=(
+                    q.lease_owner
+                    if q and q.lease_owner and q.lease_until and q.lease_until > now
+                    else None
+                ),
             )
             for c in repo.connections(s, t.id):
                 view.connections.append(
@@ -341,7 +352,9 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                 )
             views.append(view)
         backlog = outbox.pending_summary(s)
-    return Overview(now, views, total, backlog)
+        alive_within = timedelta(seconds=app.config.daemon.lease_seconds)
+        registry = replicas.overview(s, now, alive_within)
+    return Overview(now, views, total, backlog, registry)
 
 
 @dataclass(slots=True)
@@ -573,7 +586,8 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
             return to_login()
         search = request.query_params.get("q", "")[:200]
         data = await off_loop(gather, app, app.clock(), search=search)
-        return page(request, "overview.html", {"data": data, "q": search}, session=session)
+        context = {"data": data, "q": search, "lease_seconds": app.config.daemon.lease_seconds}
+        return page(request, "overview.html", context, session=session)
 
     async def therapist(request: Request) -> Response:
         session = await signed_in(request)
