@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -223,17 +223,31 @@ def renew_watches(app: App, now: datetime | None = None) -> int:
         try:
             channel = connector.watch(channel_id, address, token, g.watch_ttl)
             expires = datetime.fromtimestamp(int(channel.get("expiration", 0)) / 1000, UTC)
+            seen = (
+                ConnectionRow.channel_id.is_(None)
+                if row.channel_id is None
+                else ConnectionRow.channel_id == row.channel_id
+            )
+            # Conditional on the channel we saw: when replicas renew the same connection at once,
+            # one swap wins and the others stop the channel they opened, so none is left open.
             with app.sessions.begin() as s:
-                current = s.get(ConnectionRow, row.id)
-                if current is None:
-                    continue
-                old = (current.channel_id, current.channel_resource_id)
-                current.channel_id = channel_id
-                current.channel_token_hash = _hash(token)
-                current.channel_resource_id = channel.get("resourceId")
-                current.channel_expires_at = expires
-            if old[0] and old[1]:
-                connector.stop_channel(old[0], old[1])
+                won = s.execute(
+                    update(ConnectionRow)
+                    .where(ConnectionRow.id == row.id, seen)
+                    .values(
+                        channel_id=channel_id,
+                        channel_token_hash=_hash(token),
+                        channel_resource_id=channel.get("resourceId"),
+                        channel_expires_at=expires,
+                    )
+                    .returning(ConnectionRow.id)
+                ).first()
+            if won is None:
+                if channel.get("resourceId"):
+                    connector.stop_channel(channel_id, channel["resourceId"])
+                continue
+            if row.channel_id and row.channel_resource_id:
+                connector.stop_channel(row.channel_id, row.channel_resource_id)
             opened += 1
         except ConnectorError as exc:
             log.warning("could not open a watch channel for connection %d: %s", row.id, exc)

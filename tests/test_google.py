@@ -404,3 +404,50 @@ def test_disconnect_removes_the_calendar_and_revokes_the_grant(world: World) -> 
     with world.app.sessions() as s:
         assert s.get(ConnectionRow, cid) is None
         assert world.mirror_rows() == 0
+
+
+def test_replicas_renewing_one_watch_at_once_leave_exactly_one_channel_open(
+    tmp_path: Path, google_standin: GoogleStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = google_standin
+    g.add_account(ANN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    monkeypatch.setenv("SYNCD_GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
+    # Notifications go to a closed port: the stand-in gives up on them without blocking.
+    cfg = make_config(
+        tmp_path / "state",
+        google=google_section(g),
+        http={"port": 0, "public_url": "http://127.0.0.1:9"},
+    )
+    app = App.open(cfg)
+    try:
+        assert app.ingestor().ingest(f.therapist("t-ann")).ok
+        cid = World(app, g, tmp_path).connect("t-ann", ANN)
+        sync(app.engine(), "t-ann")  # watches are opened for healthy connections only
+        # Two replicas both find the connection without a channel and both open one before
+        # either records it: the barrier holds each inside watch() until the other got there.
+        both_opened = threading.Barrier(2, timeout=10)
+        original = GoogleConnector.watch
+
+        def watch(self: GoogleConnector, *args: Any, **kwargs: Any) -> Any:
+            channel = original(self, *args, **kwargs)
+            both_opened.wait()
+            return channel
+
+        monkeypatch.setattr(GoogleConnector, "watch", watch)
+        opened: list[int] = []
+        replicas = [
+            threading.Thread(target=lambda: opened.append(google_link.renew_watches(app)))
+            for _ in range(2)
+        ]
+        for t in replicas:
+            t.start()
+        for t in replicas:
+            t.join(30)
+        assert sorted(opened) == [0, 1]  # one swap won; the other stopped its own channel
+        with app.sessions() as s:
+            row = s.get(ConnectionRow, cid)
+            assert row is not None
+            recorded = row.channel_id
+        assert g.active_channels == [recorded]
+    finally:
+        app.close()
