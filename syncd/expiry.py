@@ -22,26 +22,43 @@ from syncd.store.tables import OfferRow, SessionRow
 log = logging.getLogger(__name__)
 
 
+BATCH = 500  # offers expired per transaction: short transactions, bounded lock sets
+
+
 def expire_due(sessions: sessionmaker[Session], now: datetime) -> list[str]:
     """Expire every pending offer whose time is up; returns the ids this call expired."""
     expired: list[str] = []
+    while True:
+        batch = _expire_batch(sessions, now)
+        expired += batch
+        if len(batch) < BATCH:
+            break
+    if expired:
+        log.info("released the holds of %d expired offers: %s", len(expired), ", ".join(expired))
+    return expired
+
+
+def _expire_batch(sessions: sessionmaker[Session], now: datetime) -> list[str]:
+    pending = OfferRow.state == d.OfferState.PENDING.value
+    # Rows another replica's sweep is expiring right now are skipped, not waited for (and two
+    # sweeps cannot deadlock on each other's locks); the outer ``state = 'pending'`` re-check
+    # on the locked row is what makes each offer expire exactly once.
+    due = (
+        select(OfferRow.id)
+        .where(pending, OfferRow.expires_at <= now)
+        .order_by(OfferRow.expires_at, OfferRow.id)
+        .limit(BATCH)
+        .with_for_update(skip_locked=True)
+    )
     with sessions.begin() as s:
-        due = s.scalars(
-            select(OfferRow.id)
-            .where(OfferRow.state == d.OfferState.PENDING.value)
-            .where(OfferRow.expires_at <= now)
-            .order_by(OfferRow.expires_at)
+        won = s.execute(
+            update(OfferRow)
+            .where(OfferRow.id.in_(due), pending)
+            .values(state=d.OfferState.EXPIRED.value, released_at=now, updated_at=now)
+            .returning(OfferRow.id, OfferRow.therapist_id, OfferRow.session_id, OfferRow.expires_at)
+            .execution_options(synchronize_session=False)
         ).all()
-        for offer_id in due:
-            won = s.execute(
-                update(OfferRow)
-                .where(OfferRow.id == offer_id, OfferRow.state == d.OfferState.PENDING.value)
-                .values(state=d.OfferState.EXPIRED.value, released_at=now, updated_at=now)
-                .returning(OfferRow.therapist_id, OfferRow.session_id, OfferRow.expires_at)
-            ).first()
-            if won is None:
-                continue  # another replica got there first
-            therapist_id, session_id, expires_at = won
+        for offer_id, therapist_id, session_id, expires_at in sorted(won, key=lambda r: r[3]):
             session = s.get(SessionRow, session_id)
             outbox.enqueue(
                 s,
@@ -59,10 +76,7 @@ def expire_due(sessions: sessionmaker[Session], now: datetime) -> list[str]:
                 now,
             )
             queue.mark_due(s, therapist_id, now)
-            expired.append(offer_id)
-    if expired:
-        log.info("released the holds of %d expired offers: %s", len(expired), ", ".join(expired))
-    return expired
+        return [row[0] for row in sorted(won, key=lambda r: r[3])]
 
 
 def next_expiry(sessions: sessionmaker[Session]) -> datetime | None:

@@ -261,3 +261,66 @@ def test_every_request_of_a_pass_carries_its_pass_id(
         assert len(again) == 2  # a new pass, a new id
     finally:
         app.close()
+
+
+def _offer_event(oid: str, sid: str, tid: str, alt: datetime, sent: datetime) -> dict[str, object]:
+    return f.event(
+        "offer.upserted",
+        {
+            "id": oid,
+            "version": 1,
+            "session_id": sid,
+            "alternatives": [
+                {"start": alt.isoformat(), "end": (alt + timedelta(minutes=50)).isoformat()}
+            ],
+            "sent_at": sent.isoformat(),
+            "state": "pending",
+        },
+    )
+
+
+@pytest.mark.postgres
+def test_sweeps_racing_on_many_replicas_expire_each_offer_once(pg_app: App) -> None:
+    from sqlalchemy import func
+
+    from syncd import expiry
+    from syncd.store.tables import OfferRow, OutboxRow
+
+    sent = datetime.now(UTC) - timedelta(minutes=1)
+    events: list[dict[str, object]] = []
+    n = 0
+    for t in range(3):
+        tid = f"t-{t}"
+        events.append(f.therapist(tid))
+        for day in range(1, 41):
+            sid = f"s-{t}-{day}"
+            events.append(f.session(sid, f.future(days=day, hour=9), therapist_id=tid))
+            events.append(_offer_event(f"o-{t}-{day}", sid, tid, f.future(days=day, hour=14), sent))
+            n += 1
+    ingest = pg_app.ingestor()
+    for e in events:
+        assert ingest.ingest(e).ok, e
+    later = datetime.now(UTC) + timedelta(days=2)  # every offer's 24 hours are up
+    start = threading.Barrier(4)
+    results: list[list[str]] = []
+
+    def sweep() -> None:
+        start.wait()
+        results.append(expiry.expire_due(pg_app.sessions, later))
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(4)]
+    for t in sweepers:
+        t.start()
+    for t in sweepers:
+        t.join(60)
+    expired = [oid for r in results for oid in r]
+    assert len(results) == 4 and len(expired) == n == len(set(expired))
+    with pg_app.sessions() as s:
+        assert (
+            s.scalar(select(func.count()).select_from(OfferRow).where(OfferRow.state == "pending"))
+            == 0
+        )
+        topics = s.scalars(
+            select(OutboxRow.payload).where(OutboxRow.topic == "offer.expired")
+        ).all()
+        assert sorted(p["offer_id"] for p in topics) == sorted(expired)
