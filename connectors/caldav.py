@@ -55,6 +55,29 @@ Busy time (:class:`connectors.base.BusyReader`)
     free-busy without a ``calendar-timezone``. Nothing of an event but its times, status,
     transparency and UID is looked at, and only hrefs ever reach a log line.
 
+Hostile items (busy time)
+    One broken item can make a server fail busy time for its whole calendar: Xandikos 0.4
+    answers 500 to free-busy-query and calendar-query when it meets an item it cannot parse,
+    and Radicale 3.9 and Xandikos keep expanding an endless ``FREQ=SECONDLY`` rule past any
+    timeout. Each calendar's read therefore has the budget of one request (``timeout``); the
+    server-side queries get a third of it. When one fails with a 5xx (not 503, nor with
+    Retry-After: those ask for less load) or gets no answer in that time, the calendar is read
+    item by item within the rest of the budget: a PROPFIND (Depth 1) lists the items,
+    calendar-multiget fetches them 50 at a time (a chunk the server fails on is halved until the
+    failing item is alone), and each is expanded here on its own. Only the properties busy time
+    needs are parsed (titles, descriptions, attachments are dropped unread); a rule whose
+    expansion would step through more than 100,000 instants from its DTSTART to the window's
+    end, or an item with more than 2000 occurrences in the window, is not expanded. Items that
+    cannot be used are skipped, logged by href with a reason of our own wording and listed in
+    ``busy_skipped``; the busy time of the others is returned. Running out of budget is
+    Transient (a partial answer would show busy time as free). A calendar that needed this is
+    read item by item for the next hour without asking the server first, so that a query still
+    running there is not started again on every pass. With the default 15 s the server-side
+    query has 5 s and the item-wise read 10 s: one PROPFIND, one multiget per 50 items and the
+    local expansion (measured 3-9 ms per single event, 15-20 ms per recurring one on a loaded
+    2-core machine) fit in that for calendars of several hundred items; a larger calendar that
+    a server cannot evaluate stays Transient, its last busy time kept and flagged when stale.
+
 Errors
     :func:`_translate` is the only place that turns library exceptions, HTTP-library exceptions
     and HTTP statuses into :mod:`connectors.errors` types; every public method runs its network
@@ -66,12 +89,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import enum
+import http.client
 import logging
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from email.utils import parsedate_to_datetime
+from time import monotonic
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -187,6 +213,45 @@ _EXPAND: Final = '<C:expand start="{start}" end="{end}"/>'
 _SYNCD_UID_PREFIX: Final = "syncd-"
 _SYNCD_KIND: Final = "X-SYNCD-KIND"
 
+# Busy time on a calendar the server cannot evaluate (see "Hostile items" in the module doc).
+# The server-side query gets this share of the per-calendar budget (``timeout``); the item-wise
+# fallback gets the rest.
+_SERVER_SHARE: Final = 1 / 3
+_MULTIGET_CHUNK: Final = 50
+# More occurrences than this in the window and an item is skipped: no therapist's own event
+# recurs more often than hourly over weeks (8 weeks of hourly is 1344).
+_MAX_OCCURRENCES: Final = 2000
+# Upper bound of the recurrence instants the expansion may step through from DTSTART to the end
+# of the window (dateutil cannot skip ahead): ~0.5 s and a few MB at most per item.
+_MAX_RECURRENCE_STEPS: Final = 100_000
+# How long a calendar that made the server fail or time out is read item by item without asking
+# the server first: a query that timed out may still be running there (Radicale and Xandikos
+# keep expanding an endless rule), so asking again every pass would pile them up.
+_ITEMWISE_FOR: Final = 3600.0
+_ITEMWISE_UNTIL: dict[tuple[str, str], float] = {}  # (username, calendar URL) -> monotonic
+_MULTIGET_BODY: Final = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<C:calendar-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+    "<D:prop><D:getetag/><C:calendar-data/></D:prop>{hrefs}"
+    "</C:calendar-multiget>"
+)
+_FREQ_SECONDS: Final = {
+    "SECONDLY": 1,
+    "MINUTELY": 60,
+    "HOURLY": 3600,
+    "DAILY": 86400,
+    "WEEKLY": 7 * 86400,
+    "MONTHLY": 28 * 86400,
+    "YEARLY": 365 * 86400,
+}
+_DAYS_PER_PERIOD: Final = {"WEEKLY": 7, "MONTHLY": 31, "YEARLY": 366}
+_DAY_PARTS: Final = ("BYDAY", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH")
+_FINER_PARTS: Final = {
+    "SECONDLY": (),
+    "MINUTELY": ("BYSECOND",),
+    "HOURLY": ("BYMINUTE", "BYSECOND"),
+}
+
 _VALID_SYNC_TOKEN: Final = f"{DAV}valid-sync-token"
 _SUPPORTED_REPORT: Final = f"{DAV}supported-report"
 # RFC 4791 5.3.2.1 / RFC 6638 3.2.4.1: the UID is already used by another resource.
@@ -225,6 +290,7 @@ class _Op(enum.Enum):
     SYNC_INITIAL = "sync-initial"  # sync-collection with the empty token: a full listing
     FREEBUSY = "free-busy"  # free-busy-query REPORT: the server may not have it
     EXPAND_QUERY = "expand-query"  # calendar-query asking for <C:expand>: likewise
+    BUSY_QUERY = "busy-query"  # calendar-query or calendar-multiget read for busy time
 
 
 class _SyncUnsupported(ProtocolError):
@@ -238,6 +304,16 @@ class _SyncUnsupported(ProtocolError):
 class _ReportUnsupported(ProtocolError):
     """The server cannot answer free-busy-query, or calendar-query with <C:expand>; busy()
     falls back to the next method. Never escapes the connector."""
+
+
+class _QueryFailed(Transient):
+    """The server broke on a busy-time query over a calendar's data (5xx other than 503, or no
+    answer in time); busy() reads that calendar item by item instead. A Transient so that it
+    would still be typed if it ever escaped."""
+
+
+class _Unreadable(Exception):
+    """One calendar item busy() cannot use; the message says why and never quotes the item."""
 
 
 class _HTTPStatusError(Exception):
@@ -302,6 +378,15 @@ def _translate_status(
         # AuthFailed); anything else about the calendar shows up again on the calendar-query
         # that follows.
         return _ReportUnsupported(message)
+    if (
+        op in (_Op.FREEBUSY, _Op.EXPAND_QUERY, _Op.BUSY_QUERY)
+        and 500 <= status <= 599
+        and status not in (501, 503, 505)
+        and retry_after is None
+    ):
+        # The server broke on the calendar's data (Xandikos answers 500 when one item is
+        # unreadable). 503 and Retry-After ask for less load, not for more requests.
+        return _QueryFailed(message)
     if op is _Op.CREATE and (status == 412 or preconditions & _UID_CONFLICT):
         if preconditions & _UID_CONFLICT:
             message += ": another resource in the calendar already has this UID"
@@ -341,6 +426,13 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, NotImplementedError):
         # DAVClient's answer to a WWW-Authenticate challenge it has no scheme for.
         return AuthFailed(f"{what}: {exc}")
+    if isinstance(exc, http_lib.exceptions.ReadTimeout) and op in (
+        _Op.FREEBUSY,
+        _Op.EXPAND_QUERY,
+        _Op.BUSY_QUERY,
+    ):
+        # Connected, but the server is still working on the query (an endless recurrence).
+        return _QueryFailed(f"{what}: {type(exc).__name__}")
     if isinstance(
         exc,
         http_lib.exceptions.Timeout
@@ -351,7 +443,8 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, http_lib.exceptions.RequestException):
         # Invalid URL, too many redirects, bad header: configuration, not weather.
         return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError | http.client.HTTPException):
+        # Refused, reset, timed out, a reply cut short, below the HTTP library's own types.
         return Transient(f"{what}: {type(exc).__name__}: {exc}")
     return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -563,6 +656,176 @@ def _occurrence_busy(
     return None if clipped is None else (clipped[0], clipped[1], tentative)
 
 
+# What busy time reads of a VEVENT (with _occurrence_busy and the recurrence expansion); the rest
+# is dropped before parsing (see _busy_lines).
+_BUSY_PROPERTIES: Final = frozenset(
+    {
+        "UID",
+        "DTSTART",
+        "DTEND",
+        "DURATION",
+        "RRULE",
+        "RDATE",
+        "EXDATE",
+        "EXRULE",
+        "RECURRENCE-ID",
+        "STATUS",
+        "TRANSP",
+        _SYNCD_KIND,
+    }
+)
+# A line break that does not start a folded continuation: the end of a content line.
+_LOGICAL_LINE_END: Final = re.compile(r"\r?\n(?![ \t])")
+
+
+def _busy_lines(text: str) -> str:
+    """The item with only what busy time reads: in each VEVENT the _BUSY_PROPERTIES and no
+    nested component (VALARM); outside (VTIMEZONE, the calendar's own properties) everything.
+    Titles, descriptions, attendees and inline attachments are never parsed: a 2 MB description
+    costs the parser over a second, and what is not parsed cannot leak."""
+    kept: list[str] = []
+    depth = 0  # 0: outside any VEVENT, 1: in one, more: in a component nested in it
+    for line in _LOGICAL_LINE_END.split(text):
+        head, _, value = line.partition(":")
+        name = head.split(";", 1)[0].strip().upper()
+        if name == "BEGIN" and (depth or value.strip().upper() == "VEVENT"):
+            depth += 1
+            if depth == 1:
+                kept.append(line)
+        elif name == "END" and depth:
+            depth -= 1
+            if depth == 0:
+                kept.append(line)
+        elif depth == 0 or (depth == 1 and name in _BUSY_PROPERTIES):
+            kept.append(line)
+    return "\r\n".join(kept)
+
+
+def _as_list(value: Any) -> list[Any]:
+    # icalendar gives a list when a property or rule part is repeated, else the one value.
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _recurrence_steps(event: Any, end: datetime) -> int:
+    """An upper bound of the instants the expansion steps through for ``event``'s rules, from
+    its DTSTART to ``end``: dateutil walks every candidate from DTSTART on, so an old or dense
+    rule costs time and memory before the window is even reached."""
+    rules = [*_as_list(event.get("RRULE")), *_as_list(event.get("EXRULE"))]
+    dtstart = event.get("DTSTART")
+    if not rules or dtstart is None:
+        return 0
+    first = _as_utc(dtstart.dt)
+    total = 0
+    for rule in rules:
+        freq = str(next(iter(_as_list(rule.get("FREQ"))), "")).upper()
+        unit = _FREQ_SECONDS.get(freq)
+        if unit is None:
+            raise _Unreadable("recurrence rule without a known FREQ")
+        interval = int(next(iter(_as_list(rule.get("INTERVAL"))), 1))
+        if interval < 1:
+            raise _Unreadable("recurrence rule with INTERVAL below 1")
+        limit = end
+        for until in _as_list(rule.get("UNTIL"))[:1]:
+            limit = min(limit, _as_utc(until))
+        span = max(0.0, (limit - first).total_seconds())
+        steps = int(span // (unit * interval)) + 1
+        if freq in _DAYS_PER_PERIOD and any(rule.get(part) for part in _DAY_PARTS):
+            steps *= _DAYS_PER_PERIOD[freq]
+        for part in _FINER_PARTS.get(freq, ("BYHOUR", "BYMINUTE", "BYSECOND")):
+            steps *= max(1, len(_as_list(rule.get(part))))
+        count = _as_list(rule.get("COUNT"))
+        if count and not any(str(key).upper().startswith("BY") for key in rule):
+            # Every candidate of a rule without BY parts is an instance, so COUNT bounds them.
+            steps = min(steps, max(0, int(count[0])))
+        total += steps
+    return total
+
+
+def _ident(value: Any) -> str | None:
+    return None if value is None else repr(getattr(value, "dt", value))
+
+
+def _occurrences(query: Any, start: datetime, end: datetime, sliced: bool) -> Iterator[Any]:
+    """The occurrences of ``query`` overlapping [start, end), possibly more than once each.
+    ``sliced`` reads a dense item a few hours at a time, so that the item's occurrence cap stops
+    the expansion after a bounded amount of work (the library builds a whole span at once)."""
+    if not sliced:
+        yield from query.between(start, end)
+        return
+    low, span = start, timedelta(minutes=15)
+    while low < end:
+        high = min(low + span, end)
+        batch = query.between(low, high)
+        yield from batch
+        if len(batch) < 64:
+            span *= 2
+        low = high
+
+
+def _item_busy(
+    calendar: Any, start: datetime, end: datetime, options: BusyOptions, deadline: float
+) -> list[tuple[datetime, datetime, bool]]:
+    """(start, end, tentative) of every busy occurrence of one calendar item in the window.
+    Raises _Unreadable for an item that cannot be used (too many occurrences, too dense a rule)
+    and Transient once ``deadline`` (monotonic) has passed."""
+    events = calendar.walk("VEVENT")
+    if len(events) > _MAX_OCCURRENCES:
+        raise _Unreadable(f"more than {_MAX_OCCURRENCES} events")
+    instants = 0  # at most this many occurrences in all: few enough is expanded at once
+    for event in events:
+        steps = _recurrence_steps(event, end)
+        if steps > _MAX_RECURRENCE_STEPS:
+            raise _Unreadable("recurrence too dense to expand")
+        rdates = sum(len(getattr(v, "dts", [v])) for v in _as_list(event.get("RDATE")))
+        instants += steps + rdates + 1
+    sliced = instants > _MAX_OCCURRENCES
+    seen: set[tuple[str, str | None, str | None]] = set()
+    found: list[tuple[datetime, datetime, bool]] = []
+    for occurrence in _occurrences(recurring_ical_events.of(calendar), start, end, sliced):
+        key = (
+            str(occurrence.get("UID", "")),
+            _ident(occurrence.get("RECURRENCE-ID")),
+            _ident(occurrence.get("DTSTART")),
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > _MAX_OCCURRENCES:
+            raise _Unreadable(f"more than {_MAX_OCCURRENCES} occurrences in the window")
+        if len(seen) % 64 == 0 and monotonic() > deadline:
+            raise Transient("busy: out of time expanding an item")
+        interval = _occurrence_busy(occurrence, start, end, options)
+        if interval is not None:
+            found.append(interval)
+    return found
+
+
+# -- the write path's transport ------------------------------------------------------------------
+
+# Writes skip the DAV client once the server has shown which credentials it wants and go straight
+# to the library's own HTTP session (the same niquests keep-alive pool, TLS settings and proxies):
+# the DAV client's per-request work costs ~3 ms of CPU, 5-10% of a PUT to a local server, and a
+# bulk pass is a sequential loop of PUTs.
+_LEAN_METHODS: Final = frozenset({"PUT", "DELETE"})
+
+
+class _WireResponse:
+    """A reply from the HTTP session, with what _request's callers read from the library's
+    DAVResponse: status, headers (case-insensitive ``get``), raw text and the XML tree."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = body.decode("utf-8", errors="replace")
+        self.tree: ET.Element | None = None
+        if body.strip() and "xml" in (headers.get("Content-Type") or ""):
+            # Only ever a DAV:error body (preconditions); expat refuses entity expansion bombs.
+            with contextlib.suppress(ET.ParseError):
+                self.tree = ET.fromstring(body)  # noqa: S314 - see above
+
+
 class CalDAVConnector:
     """One calendar on a CalDAV server, behind the :class:`connectors.base.Connector` protocol.
 
@@ -600,7 +863,12 @@ class CalDAVConnector:
         # The same for free-busy-query and for calendar-query with <C:expand> (busy time).
         self._freebusy_supported: bool | None = None
         self._expand_supported: bool | None = None
+        # The items the last busy() call left out: href -> why (never any of the item's text).
+        self.busy_skipped: dict[str, str] = {}
         self._home: Any = None  # the library's CalendarSet for the calendar home, once found
+        # Whether a request through the library has gone through with the credentials it now
+        # holds (none, or the scheme the server asked for); until then writes use the library.
+        self._auth_settled = False
         parts = urlsplit(settings.url)
         self._auth_key = (f"{parts.scheme}://{parts.netloc}".lower(), settings.username)
         self._preemptive_basic = self._auth_key in _BASIC_AUTH_ORIGINS
@@ -791,6 +1059,7 @@ class CalDAVConnector:
         if window is None:
             return []
         start, end = window
+        self.busy_skipped = {}
         found: list[BusyInterval] = []
         for ref in calendars:
             url = _with_slash(urljoin(self.settings.url, ref))
@@ -798,16 +1067,23 @@ class CalDAVConnector:
                 role = self._role(url)
             if role == "syncd":
                 continue
-            if (
-                role == "other"
-                and options.all_day == "transparency"
-                and self._freebusy_supported is not False
-            ):
-                intervals = self._free_busy(ref, url, start, end, options)
-                if intervals is not None:
-                    found.extend(intervals)
+            # Each calendar has the budget of one request; the server-side query a share of it.
+            now = monotonic()
+            deadline = now + self.settings.timeout
+            itemwise = (self.settings.username, url)
+            if _ITEMWISE_UNTIL.get(itemwise, 0.0) <= now:
+                try:
+                    server_deadline = now + self.settings.timeout * _SERVER_SHARE
+                    found.extend(
+                        self._server_busy(
+                            ref, url, role, start, end, options, server_deadline, deadline
+                        )
+                    )
                     continue
-            found.extend(self._queried_busy(ref, url, start, end, options))
+                except _QueryFailed as exc:
+                    log.warning("busy: query failed on %s (%s); reading item by item", url, exc)
+                    _ITEMWISE_UNTIL[itemwise] = monotonic() + _ITEMWISE_FOR
+            found.extend(self._itemwise_busy(ref, url, start, end, options, deadline))
         found.sort(key=lambda i: (i.start, i.end, i.calendar, i.ref or ""))
         return found
 
@@ -833,20 +1109,67 @@ class CalDAVConnector:
                 return "write"
         return "other"
 
+    def _server_busy(
+        self,
+        ref: str,
+        url: str,
+        role: str,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+        server_deadline: float,
+        deadline: float,
+    ) -> list[BusyInterval]:
+        """Busy time as the server evaluates it: free-busy-query where it gives the right answer,
+        calendar-query otherwise. Raises _QueryFailed when the server breaks on the calendar or
+        has not answered by ``server_deadline``."""
+        if (
+            role == "other"
+            and options.all_day == "transparency"
+            and self._freebusy_supported is not False
+        ):
+            intervals = self._free_busy(ref, url, start, end, options, server_deadline)
+            if intervals is not None:
+                return intervals
+        return self._queried_busy(ref, url, start, end, options, server_deadline, deadline)
+
+    @contextlib.contextmanager
+    def _time_left(self, deadline: float, what: str, *, server: bool = False) -> Iterator[None]:
+        """Requests inside wait no longer than until ``deadline`` (monotonic). With no time left:
+        _QueryFailed for the server-side attempt (``server``), so that the item-wise read takes
+        over; Transient otherwise."""
+        left = deadline - monotonic()
+        if left <= 0:
+            failure = _QueryFailed if server else Transient
+            raise failure(f"{what}: not done within {self.settings.timeout:g} s")
+        saved = self._client.timeout
+        self._client.timeout = min(float(saved or left), left)
+        try:
+            yield
+        finally:
+            self._client.timeout = saved
+
     def _free_busy(
-        self, ref: str, url: str, start: datetime, end: datetime, options: BusyOptions
+        self,
+        ref: str,
+        url: str,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+        server_deadline: float,
     ) -> list[BusyInterval] | None:
         """The free-busy-query answer, or None when the server turned out not to do it."""
         body = _FREEBUSY_BODY.format(start=_ical_utc(start), end=_ical_utc(end, up=True))
         try:
-            response = self._request(
-                "REPORT",
-                url,
-                _Op.FREEBUSY,
-                body=body,
-                headers={"Depth": "1", **_XML_HEADERS},
-                ok=(200,),
-            )
+            with self._time_left(server_deadline, f"REPORT {url}", server=True):
+                response = self._request(
+                    "REPORT",
+                    url,
+                    _Op.FREEBUSY,
+                    body=body,
+                    headers={"Depth": "1", **_XML_HEADERS},
+                    ok=(200,),
+                )
             periods = _freebusy_periods(_body_text(response), f"REPORT {url}")
         except _ReportUnsupported as exc:
             log.info("free-busy-query unusable on %s (%s); using calendar-query", url, exc)
@@ -864,63 +1187,169 @@ class CalDAVConnector:
         return found
 
     def _queried_busy(
-        self, ref: str, url: str, start: datetime, end: datetime, options: BusyOptions
+        self,
+        ref: str,
+        url: str,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+        server_deadline: float,
+        deadline: float,
     ) -> list[BusyInterval]:
         bounds = {"start": _ical_utc(start), "end": _ical_utc(end, up=True)}
         expand = self._expand_supported is not False
         headers = {"Depth": "1", **_XML_HEADERS}
+        what = f"REPORT {url}"
         try:
-            response = self._request(
-                "REPORT",
-                url,
-                _Op.EXPAND_QUERY if expand else _Op.READ,
-                body=_QUERY_BODY.format(
-                    expand=_EXPAND.format(**bounds) if expand else "", **bounds
-                ),
-                headers=headers,
-                ok=(207,),
-            )
+            with self._time_left(server_deadline, what, server=True):
+                response = self._request(
+                    "REPORT",
+                    url,
+                    _Op.EXPAND_QUERY if expand else _Op.BUSY_QUERY,
+                    body=_QUERY_BODY.format(
+                        expand=_EXPAND.format(**bounds) if expand else "", **bounds
+                    ),
+                    headers=headers,
+                    ok=(207,),
+                )
         except _ReportUnsupported as exc:
             log.info("calendar-query with expand refused by %s (%s); expanding here", url, exc)
             self._expand_supported = expand = False
-            response = self._request(
-                "REPORT",
-                url,
-                _Op.READ,
-                body=_QUERY_BODY.format(expand="", **bounds),
-                headers=headers,
-                ok=(207,),
-            )
+            with self._time_left(server_deadline, what, server=True):
+                response = self._request(
+                    "REPORT",
+                    url,
+                    _Op.BUSY_QUERY,
+                    body=_QUERY_BODY.format(expand="", **bounds),
+                    headers=headers,
+                    ok=(207,),
+                )
         found: list[BusyInterval] = []
         unexpanded = instances = False
-        for href, text in _calendar_data(response.tree, f"REPORT {url}"):
-            try:
-                calendar = icalendar.Calendar.from_ical(text)
-                events = calendar.walk("VEVENT")
-                unexpanded = unexpanded or any("RRULE" in e or "RDATE" in e for e in events)
-                instances = instances or any("RECURRENCE-ID" in e for e in events)
-                occurrences = recurring_ical_events.of(calendar).between(start, end)
-                for occurrence in occurrences:
-                    interval = _occurrence_busy(occurrence, start, end, options)
-                    if interval is not None:
-                        found.append(
-                            BusyInterval(
-                                interval[0],
-                                interval[1],
-                                calendar=ref,
-                                tentative=interval[2],
-                                ref=href,
-                            )
-                        )
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                # Only the type: the message of a parse error can quote the event's text.
-                log.warning("busy: skipped %s, unreadable (%s)", href, type(exc).__name__)
+        for href, text in _calendar_data(response.tree, what):
+            calendar = self._parse_item(ref, href, text)
+            if calendar is None:
+                continue
+            events = calendar.walk("VEVENT")
+            unexpanded = unexpanded or any("RRULE" in e or "RDATE" in e for e in events)
+            instances = instances or any("RECURRENCE-ID" in e for e in events)
+            found.extend(self._item_intervals(ref, href, calendar, start, end, options, deadline))
         if expand and unexpanded:
             log.info("%s does not expand recurrences; expanding them here from now on", url)
             self._expand_supported = False
         elif expand and instances:
             self._expand_supported = True
         return found
+
+    def _itemwise_busy(
+        self,
+        ref: str,
+        url: str,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+        deadline: float,
+    ) -> list[BusyInterval]:
+        """Busy time of a calendar the server cannot evaluate: its items listed (PROPFIND),
+        fetched in chunks (calendar-multiget) and expanded here, each on its own, so that a
+        broken item is skipped (recorded in ``busy_skipped``) instead of failing the calendar.
+        A chunk the server fails on is split until the failing items are alone. Raises
+        Transient when ``deadline`` passes first: a partial answer would show busy time as free."""
+        with self._time_left(deadline, f"PROPFIND {url}"):
+            response = self._request(
+                "PROPFIND",
+                url,
+                _Op.READ,
+                body=_PROPFIND_BODY,
+                headers={"Depth": "1", **_XML_HEADERS},
+                ok=(207,),
+            )
+        own = _with_slash(_href_path(url))
+        hrefs = sorted(
+            member.href
+            for member in _parse_multistatus(response.tree, f"PROPFIND {url}").members
+            if member.status in (None, 200)
+            and not member.is_collection
+            and _with_slash(member.href) != own
+        )
+        pending = [hrefs[i : i + _MULTIGET_CHUNK] for i in range(0, len(hrefs), _MULTIGET_CHUNK)]
+        found: list[BusyInterval] = []
+        while pending:
+            chunk = pending.pop(0)
+            try:
+                with self._time_left(deadline, f"REPORT {url}"):
+                    items = self._multiget(url, chunk)
+            except _QueryFailed as exc:
+                if len(chunk) == 1:
+                    self._skip(ref, chunk[0], f"the server fails to send it ({exc})")
+                else:
+                    half = len(chunk) // 2
+                    pending[:0] = [chunk[:half], chunk[half:]]
+                continue
+            for href in sorted(set(chunk) - {href for href, _ in items}):
+                self._skip(ref, href, "the server sent no calendar data for it")
+            for href, text in items:
+                calendar = self._parse_item(ref, href, text)
+                if calendar is not None:
+                    found.extend(
+                        self._item_intervals(ref, href, calendar, start, end, options, deadline)
+                    )
+        return found
+
+    def _multiget(self, url: str, hrefs: Sequence[str]) -> list[tuple[str, str]]:
+        body = _MULTIGET_BODY.format(
+            hrefs="".join(f"<D:href>{escape(_quote_path(href))}</D:href>" for href in hrefs)
+        )
+        response = self._request(
+            "REPORT",
+            url,
+            _Op.BUSY_QUERY,
+            body=body,
+            headers={"Depth": "1", **_XML_HEADERS},
+            ok=(207,),
+        )
+        return _calendar_data(response.tree, f"REPORT {url}")
+
+    def _parse_item(self, ref: str, href: str, text: str) -> Any:
+        """The item as an icalendar Calendar, or None (recorded) when it cannot be parsed."""
+        try:
+            return icalendar.Calendar.from_ical(_busy_lines(text))
+        except Exception as exc:  # a hostile item may make the parser raise anything
+            self._skip(ref, href, f"unreadable ({type(exc).__name__})")
+            return None
+
+    def _item_intervals(
+        self,
+        ref: str,
+        href: str,
+        calendar: Any,
+        start: datetime,
+        end: datetime,
+        options: BusyOptions,
+        deadline: float,
+    ) -> list[BusyInterval]:
+        if monotonic() > deadline:
+            raise Transient(f"busy: {ref} not read within {self.settings.timeout:g} s")
+        try:
+            spans = _item_busy(calendar, start, end, options, deadline)
+        except ConnectorError:
+            raise
+        except _Unreadable as exc:
+            self._skip(ref, href, str(exc))
+            return []
+        except Exception as exc:  # so may its expansion
+            self._skip(ref, href, f"cannot expand ({type(exc).__name__})")
+            return []
+        return [
+            BusyInterval(s, e, calendar=ref, tentative=tentative, ref=href)
+            for s, e, tentative in spans
+        ]
+
+    def _skip(self, ref: str, href: str, reason: str) -> None:
+        # Only the href and a reason of our own wording: an exception's message can quote the
+        # item's text (a title, an attendee), so only its type is ever named.
+        self.busy_skipped[href] = reason
+        log.warning("busy: skipped %s in %s: %s", href, ref, reason)
 
     # -- calendar discovery ---------------------------------------------------------------------
 
@@ -1150,9 +1579,13 @@ class CalDAVConnector:
     ) -> Any:
         what = f"{method} {url}"
         with _translated(op, what):
-            response = self._with_auth_fallback(
-                lambda: self._client.request(url, method, body, dict(headers or {}))
-            )
+            response: Any = None
+            if method in _LEAN_METHODS:
+                response = self._lean_request(method, url, body, headers or {})
+            if response is None:
+                response = self._with_auth_fallback(
+                    lambda: self._client.request(url, method, body, dict(headers or {}))
+                )
             status = int(response.status)
             if status not in ok:
                 raise _HTTPStatusError(
@@ -1178,4 +1611,36 @@ class CalDAVConnector:
             result = call()
         if isinstance(self._client.auth, http_lib.auth.HTTPBasicAuth):
             _BASIC_AUTH_ORIGINS.add(self._auth_key)
+        self._auth_settled = True
         return result
+
+    def _lean_request(
+        self, method: str, url: str, body: str | bytes, headers: Mapping[str, str]
+    ) -> _WireResponse | None:
+        """The request straight through the library's HTTP session, or None when it must go
+        through the DAV client: credentials not settled yet or of a scheme other than Basic, or
+        a 401 (the DAV client then negotiates from the server's challenge)."""
+        if not self._auth_settled:
+            return None
+        auth = self._client.auth
+        if auth is not None and not isinstance(auth, http_lib.auth.HTTPBasicAuth):
+            return None
+        sent = {
+            "User-Agent": str(self._client.headers.get("User-Agent", "syncd")),
+            **pass_headers(),
+            **headers,
+        }
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        reply = self._client.session.request(
+            method,
+            url,
+            data=data or None,
+            headers=sent,
+            auth=auth,
+            timeout=self.settings.timeout,
+            allow_redirects=False,
+        )
+        if reply.status_code == 401:
+            self._auth_settled = False
+            return None
+        return _WireResponse(int(reply.status_code), reply.headers, reply.content or b"")

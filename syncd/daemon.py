@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -60,7 +61,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._sweeping: asyncio.Future[None] | None = None
+        self._sweep_again = False
         self.passes = 0
         # Notifications to the platform (the outbox), sent only when a webhook is configured.
         self._deliverer = app.deliverer() if app.config.platform.webhook_url else None
@@ -112,7 +114,7 @@ class Daemon:
             max_instances=1,
         )
         scheduler.add_job(
-            self._heartbeat,
+            self._job(self._heartbeat),
             "interval",
             seconds=max(1.0, cfg.lease_seconds / 3),
             id="heartbeat",
@@ -121,7 +123,7 @@ class Daemon:
         )
         if self._deliverer is not None:
             scheduler.add_job(
-                self._deliver,
+                self._job(self._deliver),
                 "interval",
                 seconds=self.app.config.platform.poll_interval,
                 id="outbox",
@@ -129,7 +131,7 @@ class Daemon:
                 max_instances=1,
             )
         scheduler.add_job(
-            self._sweep,
+            self._job(self._sweep),
             "interval",
             seconds=self.app.config.offers.sweep_interval,
             id="expiry-sweep",
@@ -140,7 +142,7 @@ class Daemon:
         # now, so the first passes already write the calendars without them.
         if self.app.config.google.client_id and self.app.config.http.public_url:
             scheduler.add_job(
-                self._renew_watches,
+                self._job(self._renew_watches),
                 "interval",
                 seconds=5,
                 id="google-watch",
@@ -224,7 +226,7 @@ class Daemon:
             # APScheduler runs on the wall clock; the injected clock only matters in tests,
             # where the periodic sweep covers any difference.
             scheduler.add_job(
-                self._sweep,
+                self._job(self._sweep),
                 "date",
                 run_date=nxt,
                 id="expiry-next",
@@ -243,15 +245,45 @@ class Daemon:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, google_link.renew_watches, self.app)
 
+    def _job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A scheduler job. Stopping the daemon cancels a job caught mid-await; that is the
+        shutdown, not an error for the scheduler to log with a traceback."""
+
+        @functools.wraps(job)
+        async def run() -> None:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+
+        return run
+
     def _notified(self, channel: str) -> None:
         if channel == wakeups.OFFERS:
             # A new pending offer somewhere: re-read the next expiry so this replica's timer is
             # exact too (whichever replica fires first releases the hold; the rest find nothing).
-            task = asyncio.ensure_future(self._sweep())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._request_sweep()
         else:
             self.wake()
+
+    def _request_sweep(self) -> None:
+        """Sweep soon, coalescing a burst of requests (one per offer ingested anywhere) into
+        the sweep running now plus at most one more."""
+        if self._sweeping is not None and not self._sweeping.done():
+            self._sweep_again = True
+            return
+        self._sweeping = asyncio.ensure_future(self._sweep_until_quiet())
+
+    async def _sweep_until_quiet(self) -> None:
+        while True:
+            self._sweep_again = False
+            try:
+                await self._sweep()
+            except Exception:
+                log.exception("expiry sweep failed; the periodic sweep will retry")
+            if not self._sweep_again or self.stopping:
+                return
 
     def _register(self) -> None:
         now = self.app.clock()

@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -30,7 +31,7 @@ from connectors.errors import (
 from syncd import ical, logs, outbox, reconcile, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import AvailabilityConfig
-from syncd.plan import Action, Op, plan
+from syncd.plan import LOCAL_OPS, Action, Op, plan
 from syncd.project import Entry, project
 from syncd.store import repo
 from syncd.store.tables import ConnectionRow
@@ -254,13 +255,11 @@ class Engine:
             out.applied_ops.append(action.op.value)
 
         if not isinstance(connector, BatchWriter) or connector.max_batch <= 1:
-            for action in actions:
-                self._apply(connector, connection_id, action)
-                done(action)
+            self._apply_each(connector, connection_id, actions, done)
             return
-        remote = [a for a in actions if a.op is not Op.FORGET]
+        remote = [a for a in actions if a.op not in LOCAL_OPS]
         for action in actions:
-            if action.op is Op.FORGET:
+            if action.op in LOCAL_OPS:
                 self._apply(connector, connection_id, action)
                 done(action)
         for i in range(0, len(remote), connector.max_batch):
@@ -320,22 +319,65 @@ class Engine:
         if a.drift is not None:
             repo.record_drift(s, connection_id, a.entry.uid, a.drift.value, now)
 
+    def _apply_each(
+        self,
+        connector: Connector,
+        connection_id: int,
+        actions: list[Action],
+        done: Callable[[Action], None],
+    ) -> None:
+        """One write at a time, each recorded as soon as the server accepted it; the next body
+        is rendered while a write is in flight, so the server's think time is not spent idle
+        and the renderer's CPU is not added to it."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-render") as renderer:
+
+            def render_ahead(a: Action) -> tuple[datetime, Future[str | None]]:
+                now = self._clock()
+                return now, renderer.submit(self._body, a, now)
+
+            ahead = render_ahead(actions[0]) if actions else None
+            for i, action in enumerate(actions):
+                assert ahead is not None
+                now, body = ahead
+                ahead = render_ahead(actions[i + 1]) if i + 1 < len(actions) else None
+                item = self._execute(connector, action, body.result())
+                self._commit(
+                    functools.partial(
+                        self._record, connection_id=connection_id, a=action, item=item, now=now
+                    )
+                )
+                done(action)
+
+    @staticmethod
+    def _body(a: Action, now: datetime) -> str | None:
+        if a.op in (Op.CREATE, Op.UPDATE):
+            assert a.entry is not None
+            return ical.render(a.entry, now)
+        return None
+
     def _apply(self, connector: Connector, connection_id: int, a: Action) -> None:
         now = self._clock()
+        item = self._execute(connector, a, self._body(a, now))
+        self._commit(lambda s: self._record(s, connection_id, a, item, now))
+
+    def _execute(self, connector: Connector, a: Action, body: str | None) -> RemoteItem | None:
+        """The action's remote write (none for local ops); the item to record, if any."""
         item: RemoteItem | None = None
         if a.op is Op.DELETE:
             assert a.href is not None
             self._delete(connector, a.href, a.etag)
         elif a.op in (Op.CREATE, Op.UPDATE):
             entry = a.entry
-            assert entry is not None
-            body = ical.render(entry, now)
+            assert entry is not None and body is not None
             if a.op is Op.CREATE:
                 item = self._create(connector, entry.name, body)
             else:
                 assert a.href is not None and a.etag is not None
                 item = self._update(connector, a.href, body, a.etag, entry.name)
-        self._commit(lambda s: self._record(s, connection_id, a, item, now))
+        elif a.op is Op.REHASH:
+            assert a.href is not None and a.etag is not None
+            item = RemoteItem(a.href, a.etag)  # unchanged on the server: only the row moves on
+        return item
 
     def _create(self, connector: Connector, name: str, body: str) -> RemoteItem:
         try:

@@ -192,7 +192,7 @@ class Metrics:
         )
         self.actions = Counter(
             "syncd_actions",
-            "Calendar actions by kind (create, update, delete, forget) and result (ok, error)",
+            "Calendar actions by kind (create, update, delete, forget, rehash) and result",
             ["kind", "result"],
             registry=self.registry,
         )

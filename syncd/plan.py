@@ -6,6 +6,8 @@ The rules, per UID (vdirsyncer's status-table idea, one-way, platform wins):
   name (a crash after the write, before the status row), adopt it with an update instead.
 - desired and mirrored: if the server lost it → create again (drift "deleted"); if its ETag
   moved without us → update over it (drift "edited"); if our content changed → update.
+- desired, mirrored, unchanged, but the row holds the fingerprint of an older syncd: rehash, a
+  local-only fix of the row, so an upgrade never rewrites every entry on the server.
 - mirrored, no longer desired: delete (or just forget the row if the server lost it already).
 - a resource named like ours that nothing accounts for (orphan of a crash) → delete.
 - everything else on the server is the therapist's own and is never touched.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from connectors.base import Changes
-from syncd.project import Entry, base_name, is_ours
+from syncd.project import Entry, base_name, is_legacy_hash, is_ours
 
 
 class Op(enum.StrEnum):
@@ -27,6 +29,11 @@ class Op(enum.StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     FORGET = "forget"  # drop a status row whose resource is already gone
+    REHASH = "rehash"  # store the current fingerprint of unchanged content; no remote write
+
+
+# Actions that touch only the mirror table, never the server.
+LOCAL_OPS = frozenset({Op.FORGET, Op.REHASH})
 
 
 class Drift(enum.StrEnum):
@@ -107,7 +114,11 @@ def plan(
         elif etag != rec.etag:
             actions.append(Action(Op.UPDATE, uid, entry, rec.href, etag, drift=Drift.EDITED))
         elif entry.content_hash != rec.content_hash:
-            actions.append(Action(Op.UPDATE, uid, entry, rec.href, etag))
+            unchanged = (
+                is_legacy_hash(rec.content_hash) and entry.legacy_content_hash == rec.content_hash
+            )
+            op = Op.REHASH if unchanged else Op.UPDATE
+            actions.append(Action(op, uid, entry, rec.href, etag))
 
     for href, etag in sorted(seen.items()):
         if href not in accounted and is_ours(resource_name(href)):

@@ -21,6 +21,7 @@ from tests.caldav_servers import (  # noqa: F401 - fixtures
     radicale_server,
     xandikos_server,
 )
+from tests.faults import fault_proxy  # noqa: F401 - a fixture
 from tests.google_standin.fixtures import google_standin  # noqa: F401 - a fixture
 
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

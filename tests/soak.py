@@ -1,45 +1,64 @@
 """Soak: a seeded, mixed platform workload fed with ``syncd ingest`` while the real ``syncd run``
-is SIGKILLed and restarted at random moments; afterwards every calendar must equal the projection
-of the final platform state.
+is SIGKILLed and restarted at random moments and a fault-injecting proxy sits in front of every
+server (Radicale, Xandikos, the Google stand-in, the platform's webhook receiver); afterwards
+every calendar must equal the projection of the final platform state and every notification
+must have been delivered.
 
 From pytest (tests/test_soak.py) or the command line::
 
-    python -m tests.soak --events 1000 --therapists 50 --kills 20 --seconds 600
+    python -m tests.soak --events 1000 --therapists 50 --kills 20 --seconds 900 [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import http.server
+import json
 import random
+import re
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import caldav
+import httpx
+import icalendar
 from sqlalchemy import select
 
-from syncd import operations
+from syncd import google_link, operations
 from syncd.app import App
+from syncd.config import Config
 from syncd.embedded_radicale import EmbeddedRadicale
+from syncd.metrics import iter_samples
+from syncd.project import Entry
 from syncd.store.tables import ConnectionRow, OfferRow, OutboxRow
 from tests import factories as f
-from tests.caldav_servers import (
-    CalDAVServer,
-    HTTPProxy,
-    ProxiedRequest,
-    ProxyReply,
-    XandikosProcess,
-)
+from tests.caldav_servers import CalDAVServer, XandikosProcess
 from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
+from tests.faults import Action, FaultProxy, Rule
+from tests.google_standin import GoogleStandIn
+from tests.google_standin.fixtures import build_service
 from tests.proc import jsonl, run_syncd, start_syncd
+
+CLIENT_ID, CLIENT_SECRET = "syncd-soak", "syncd-soak-client-secret"
+WEBHOOK_SECRET = b"soak-webhook-secret"
+FOREIGN_START, FOREIGN_END = "2027-01-05T09:00:00+00:00", "2027-01-05T10:00:00+00:00"
+REFUSED = re.compile(r"event (\S+) refused: .*?(?:\[rule: ([a-z_]+)\])?$")
 
 
 def foreign_uid(tid: str) -> str:
@@ -51,100 +70,179 @@ class Report:
     events: int = 0
     duplicates_sent: int = 0
     stale_sent: int = 0
-    refused: int = 0
+    negatives_sent: Counter[str] = field(default_factory=Counter)  # intended refusals, by rule
+    refused: Counter[str] = field(default_factory=Counter)  # refusals seen, by rule
     kills: int = 0
-    faults: int = 0
+    faults: Counter[str] = field(default_factory=Counter)  # by target and action
+    passes: Counter[str] = field(default_factory=Counter)  # every pass, by outcome
     passes_with_changes: int = 0
+    final_restarts: int = 0  # starts after the convergence, to deliver the last notifications
+    targets: Counter[str] = field(default_factory=Counter)  # therapists per calendar server
     offers: dict[str, int] = field(default_factory=dict)
     checks: int = 0
     mismatches: list[str] = field(default_factory=list)
     expired_offers: int = 0
+    # holds released: seconds after expiry with a daemon running; after the restarted daemon
+    # was ready when none was running at expiry (<= 0: by its first sweep, before anything else)
+    release_lag: list[float] = field(default_factory=list)
+    release_after_restart: list[float] = field(default_factory=list)
+    notifications: Counter[str] = field(default_factory=Counter)  # outbox rows, by topic
+    deliveries: int = 0  # webhook POSTs received (at least once: repeats included)
+    torn_posts: int = 0  # POSTs whose body was cut short (the sender was killed mid-send)
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (
-            f"events={self.events} duplicates={self.duplicates_sent} stale={self.stale_sent} "
-            f"refused={self.refused} kills={self.kills} faults={self.faults} "
-            f"offers={self.offers} passes_with_changes={self.passes_with_changes} "
-            f"convergence_checks={self.checks} expired_offers={self.expired_offers} "
-            f"mismatches={len(self.mismatches)} seconds={self.seconds:.1f}"
+        lag = sorted(self.release_lag)
+        lag_text = f"{lag[len(lag) // 2]:.3f}/{lag[-1]:.3f}" if lag else "-"
+        after = self.release_after_restart
+        after_text = f"{len(after)} (latest {max(after):+.3f}s after ready)" if after else "0"
+        return "\n".join(
+            [
+                f"events={self.events} duplicates={self.duplicates_sent} "
+                f"stale={self.stale_sent} kills={self.kills} seconds={self.seconds:.1f}",
+                f"therapists={dict(self.targets)}",
+                f"refused={sum(self.refused.values())} by_rule={dict(sorted(self.refused.items()))}"
+                f" intended={dict(sorted(self.negatives_sent.items()))}",
+                f"faults={sum(self.faults.values())} {dict(sorted(self.faults.items()))}",
+                f"passes={sum(self.passes.values())} {dict(sorted(self.passes.items()))} "
+                f"passes_with_changes={self.passes_with_changes}",
+                f"offers={self.offers} expired_offers={self.expired_offers} "
+                f"hold_release_s(median/max)={lag_text} expired_while_down={after_text}",
+                f"notifications={sum(self.notifications.values())} "
+                f"{dict(sorted(self.notifications.items()))} webhook_posts={self.deliveries} "
+                f"torn_posts={self.torn_posts}",
+                f"convergence_checks={self.checks} final_restarts={self.final_restarts} "
+                f"mismatches={len(self.mismatches)}",
+            ]
         )
 
 
 class Workload:
-    """Generates events for therapists ``t-0..t-(n-1)``; every time slot is unique, so no
-    alternative ever overlaps another session."""
+    """Generates events for therapists ``t-0..t-(n-1)`` as the platform would: it keeps its own
+    view of each session (including what accepting or rejecting an offer did to it), and every
+    time slot is unique, so no alternative ever overlaps another session. A few events are
+    deliberately invalid (``negatives``: event id -> the rule that must refuse it)."""
 
     def __init__(self, rng: random.Random, therapists: int) -> None:
         self.rng = rng
         self.tids = [f"t-{i}" for i in range(therapists)]
-        self.sessions: dict[str, dict[str, Any]] = {}  # sid -> latest event sent
-        self.history: list[dict[str, Any]] = []  # every event sent, for resends
+        self.base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        self.sessions: dict[str, dict[str, Any]] = {}  # sid -> the platform's current data
+        self.history: list[dict[str, Any]] = []  # every valid event sent, for resends
         self.offered: set[str] = set()
-        self.expiring: list[str] = []  # offer ids left to expire
+        self.expiring: list[dict[str, Any]] = []  # offers left to expire (their data)
+        self.pending: list[dict[str, Any]] = []  # offers left pending past the run
+        self.negatives: dict[str, str] = {}
+        self.refused: set[str] = set()  # event ids ingest refused
+        self.late: set[str] = set()  # expired offers already answered too late
         self.slot = 0
         self.n = 0
         self.duplicates = 0
-        self.fates: dict[str, int] = {}
+        self.fates: Counter[str] = Counter()
 
     def _start(self) -> datetime:
         self.slot += 1
-        base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        return base + timedelta(days=3, hours=self.slot)
+        return self.base + timedelta(days=3, hours=self.slot)
 
-    def _session(self, sid: str, tid: str, version: int, start: datetime, **extra: Any) -> Any:
-        return f.session(sid, start, version=version, therapist_id=tid, **extra)
+    def _negative(self, ev: dict[str, Any], rule: str) -> list[dict[str, Any]]:
+        self.negatives[ev["id"]] = rule
+        return [ev]
 
     def next(self) -> list[dict[str, Any]]:
         rng = self.rng
         roll = rng.random()
-        live = [s for s, e in self.sessions.items() if e["data"]["status"] == "confirmed"]
-        if roll < 0.35 or not live:
+        live = [s for s, d in self.sessions.items() if d["status"] == "confirmed"]
+        if roll < 0.33 or not live:
             self.n += 1
             sid = f"s-{self.n}"
-            ev = self._session(sid, rng.choice(self.tids), 1, self._start())
-        elif roll < 0.5:
+            ev = f.session(sid, self._start(), therapist_id=rng.choice(self.tids))
+        elif roll < 0.47:
             ev = self._bump(rng.choice(live), start=self._start())
-        elif roll < 0.58:
+        elif roll < 0.55:
             ev = self._bump(
                 rng.choice(live),
                 status="cancelled",
                 cancellation={"reason": "client_cancelled", "by": "client"},
             )
-        elif roll < 0.78:
+        elif roll < 0.75:
             return self._offer(rng.choice(live))
-        elif roll < 0.88 and self.history:
+        elif roll < 0.85 and self.history:
             self.duplicates += 1
             return [rng.choice(self.history)]  # the same event id again
-        else:
+        elif roll < 0.97:
             return self._reservation()
+        else:
+            return self._invalid(live)
         self.history.append(ev)
-        self.sessions[ev["data"]["id"]] = ev
+        self.sessions[ev["data"]["id"]] = ev["data"]
         return [ev]
 
     def _bump(self, sid: str, start: datetime | None = None, **extra: Any) -> dict[str, Any]:
-        old = self.sessions[sid]["data"]
-        version = old["version"] + 1
+        old = self.sessions[sid]
         s = datetime.fromisoformat(old["start"]) if start is None else start
         if start is not None:
             extra["change"] = {"reason": "client_requested", "by": "client"}
-        ev: dict[str, Any] = self._session(sid, old["therapist_id"], version, s, **extra)
+        ev: dict[str, Any] = f.session(
+            sid, s, version=old["version"] + 1, therapist_id=old["therapist_id"], **extra
+        )
         return ev
+
+    def _invalid(self, live: list[str]) -> list[dict[str, Any]]:
+        """One event the booking rules must refuse, chosen among what can be made right now."""
+        now = datetime.now(UTC)
+        late = [o for o in self.expiring if o["id"] not in self.late and _at(o["expires_at"]) < now]
+        kinds = (
+            ["reason_required"]
+            + (["late_response"] * bool(late))
+            + (["offer_locked"] * bool(self.pending))
+        )
+        kind = self.rng.choice(kinds)
+        if kind == "late_response":  # the client accepted after the offer had expired
+            offer = self.rng.choice(late)
+            self.late.add(offer["id"])
+            responded = _at(offer["expires_at"]) + timedelta(seconds=30)
+            answer = {
+                **offer,
+                "version": 2,
+                "state": "accepted",
+                "accepted_alternative": 0,
+                "responded_at": responded.isoformat(),
+            }
+            return self._negative(f.event("offer.upserted", answer), kind)
+        if kind == "offer_locked":  # the therapist tries to change a pending offer
+            offer = self.rng.choice(self.pending)
+            alt = self._start()
+            changed = {
+                **offer,
+                "version": offer["version"] + 1,
+                "alternatives": [
+                    {"start": alt.isoformat(), "end": (alt + timedelta(minutes=50)).isoformat()}
+                ],
+            }
+            return self._negative(f.event("offer.upserted", changed), kind)
+        # a move without the reason the rules require
+        old = self.sessions[self.rng.choice(live)]
+        ev = f.session(
+            old["id"], self._start(), version=old["version"] + 1, therapist_id=old["therapist_id"]
+        )
+        return self._negative(ev, "reason_required")
 
     def _offer(self, sid: str) -> list[dict[str, Any]]:
         if sid in self.offered:
             return []
         self.offered.add(sid)
-        oid = f"o-{sid}"
+        session = self.sessions[sid]
         now = datetime.now(UTC)
         alts = [self._start(), self._start()]
-        fate = self.rng.choice(["accepted", "rejected", "expire"])
-        self.fates[fate] = self.fates.get(fate, 0) + 1
+        fate = self.rng.choice(["accepted", "rejected", "expire", "pending"])
+        self.fates[fate] += 1
         expires = now + (
-            timedelta(seconds=self.rng.uniform(2, 6)) if fate == "expire" else timedelta(hours=2)
+            # long enough for ingest to store it first on a loaded machine, so that the time
+            # from expiry to release is syncd's alone
+            timedelta(seconds=self.rng.uniform(10, 20)) if fate == "expire" else timedelta(hours=2)
         )
         data: dict[str, Any] = {
-            "id": oid,
+            "id": f"o-{sid}",
             "version": 1,
             "session_id": sid,
             "alternatives": [
@@ -157,11 +255,22 @@ class Workload:
         }
         out = [f.event("offer.upserted", data)]
         if fate == "expire":
-            self.expiring.append(oid)
+            self.expiring.append(dict(data))
+        elif fate == "pending":
+            self.pending.append(dict(data))
         else:
             answer = {**data, "version": 2, "state": fate, "responded_at": now.isoformat()}
             if fate == "accepted":
-                answer["accepted_alternative"] = self.rng.randrange(2)
+                i = self.rng.randrange(2)
+                answer["accepted_alternative"] = i
+                # the session moves in place to the accepted time (same version)
+                self.sessions[sid] = {
+                    **session,
+                    "start": data["alternatives"][i]["start"],
+                    "end": data["alternatives"][i]["end"],
+                }
+            else:  # rejected: the session is cancelled
+                self.sessions[sid] = {**session, "status": "cancelled"}
             out.append(f.event("offer.upserted", answer))
         self.history.extend(out)
         return out
@@ -169,7 +278,7 @@ class Workload:
     def _reservation(self) -> list[dict[str, Any]]:
         self.n += 1
         rid = f"r-{self.n}"
-        first = datetime.now(UTC) + timedelta(days=400 + self.n)
+        first = self.base + timedelta(days=400 + self.n)
         data: dict[str, Any] = {
             "id": rid,
             "version": 1,
@@ -198,6 +307,380 @@ class Workload:
                 report.stale_sent += 1
 
 
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+# What the proxies inject, each kind with an equal share of the fault rate: answers that never
+# reach the server (5xx, 429, a dropped or reset connection) and one that does but whose answer
+# is cut off (the write happened; the client cannot know).
+FAULT_KINDS: tuple[Rule, ...] = (
+    Rule(Action.STATUS, status=503),
+    Rule(Action.STATUS, status=500),
+    Rule(Action.STATUS, status=429, retry_after=0),
+    Rule(Action.DROP),
+    Rule(Action.RESET),
+    Rule(Action.TRUNCATE, keep=10),
+)
+
+
+class FaultSwitch:
+    """Seeded faults for every proxy, only while ``on``."""
+
+    def __init__(self, seed: int, rate: float) -> None:
+        self.seed, self.rate, self.on = seed, rate, False
+        self.proxies: dict[str, FaultProxy] = {}
+
+    def proxy(self, name: str, upstream: str) -> FaultProxy:
+        proxy = FaultProxy(upstream)
+        for i, kind in enumerate(FAULT_KINDS):
+            rng = random.Random(f"{self.seed}/{name}/{i}")
+            proxy.add(
+                Rule(
+                    kind.action,
+                    status=kind.status,
+                    retry_after=kind.retry_after,
+                    keep=kind.keep,
+                    schedule=self._schedule(rng, self.rate / len(FAULT_KINDS)),
+                )
+            )
+        self.proxies[name] = proxy
+        return proxy
+
+    def _schedule(self, rng: random.Random, share: float) -> Callable[[int, float], bool]:
+        return lambda _n, _elapsed: self.on and rng.random() < share
+
+    def counts(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for name, proxy in self.proxies.items():
+            for action, n in proxy.injected.items():
+                out[f"{name}:{action.value}"] += n
+        return out
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.close()
+
+
+# -- the platform's webhook receiver -----------------------------------------------------------
+
+
+class Receiver:
+    """The platform's end of the outbox: records every notification id it is sent and checks
+    each signature (HMAC-SHA256 of ``"<t>." + body``, computed here independently)."""
+
+    def __init__(self) -> None:
+        self.ids: Counter[str] = Counter()
+        self.bad: list[str] = []
+        # bodies cut short: the proxy forwards what it got from a daemon SIGKILLed mid-send
+        self.torn = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ok = receiver.record(self.headers.get("Syncd-Signature", ""), body)
+                # a body, so that a truncated answer is a failed delivery to syncd
+                answer = b'{"received": true}' if ok else b'{"error": "unreadable"}'
+                self.send_response(200 if ok else 400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def record(self, signature: str, body: bytes) -> bool:
+        """Count a notification with a valid signature; False for any other."""
+        parts = dict(p.split("=", 1) for p in signature.split(",") if "=" in p)
+        mac = hmac.new(WEBHOOK_SECRET, f"{parts.get('t', '')}.".encode() + body, hashlib.sha256)
+        try:
+            ident = str(json.loads(body)["id"])
+        except (ValueError, KeyError, TypeError):
+            with self.lock:
+                self.torn += 1
+            return False
+        with self.lock:
+            if not hmac.compare_digest(mac.hexdigest(), parts.get("v1", "")):
+                self.bad.append(ident)
+                return False
+            self.ids[ident] += 1
+        return True
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# -- reading calendars back as the therapist's own client would --------------------------------
+
+
+@dataclass
+class GoogleTarget:
+    """The Google stand-in and, per therapist, the account's own grant (a refresh token for
+    a client of the therapist's, not syncd's) to read the calendar back through the API."""
+
+    standin: GoogleStandIn
+    proxy_url: str
+    tokens: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Any] = field(default_factory=dict)
+
+    def email(self, tid: str) -> str:
+        return f"{tid}@example.com"
+
+    def service(self, tid: str) -> Any:
+        if tid not in self.services:
+            self.services[tid] = build_service(self.standin, self.tokens[tid], timeout=10)
+        return self.services[tid]
+
+    def read(self, tid: str, calendar: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            answer = (
+                self.service(tid)
+                .events()
+                .list(calendarId=calendar, maxResults=2500, pageToken=page)
+                .execute()
+            )
+            items.extend(answer.get("items", []))
+            page = answer.get("nextPageToken")
+            if not page:
+                return items
+
+
+def google_calendar_id(calendar_url: str) -> str:
+    return unquote(urlsplit(calendar_url).path.split("/calendars/", 1)[1].strip("/"))
+
+
+def _instant(when: dict[str, str]) -> datetime:
+    return datetime.fromisoformat(when["dateTime"].replace("Z", "+00:00")).astimezone(UTC)
+
+
+def check_google_events(
+    tid: str, items: list[dict[str, Any]], desired: dict[str, Entry]
+) -> list[str]:
+    """A Google calendar against the desired entries: what the therapist sees (times, title,
+    status, recurrence) and the body syncd stored with it (its X-SYNCD-HASH)."""
+    problems: list[str] = []
+    foreign = foreign_uid(tid)
+    by_uid: dict[str, dict[str, Any]] = {}
+    for item in items:
+        uid = str(item.get("iCalUID"))
+        if uid in by_uid:
+            problems.append(f"{tid}: duplicate UID {uid}")
+        by_uid[uid] = item
+    other = by_uid.pop(foreign, None)
+    if (
+        other is None
+        or other.get("summary") != "Dentist"
+        or _instant(other["start"]) != datetime.fromisoformat(FOREIGN_START)
+    ):
+        problems.append(f"{tid}: foreign event touched")
+    for uid in sorted(set(desired) - set(by_uid)):
+        problems.append(f"{tid}: missing {uid}")
+    for uid in sorted(set(by_uid) - set(desired)):
+        problems.append(f"{tid}: orphan {uid}")
+    for uid in sorted(set(desired) & set(by_uid)):
+        item, entry = by_uid[uid], desired[uid]
+        private = (item.get("extendedProperties") or {}).get("private") or {}
+        body = "".join(private[k] for k in sorted(private, key=_chunk_no) if _chunk_no(k) >= 0)
+        try:
+            [vevent] = icalendar.Calendar.from_ical(body).walk("VEVENT")
+            got = str(vevent.get("X-SYNCD-HASH"))
+        except ValueError:
+            got = "unreadable body"
+        if got != entry.content_hash:
+            problems.append(f"{tid}: {uid} hash {got} != {entry.content_hash}")
+        seen = (
+            _instant(item["start"]),
+            _instant(item["end"]),
+            item.get("summary"),
+            item.get("status"),
+            any(line.startswith("RRULE:") for line in item.get("recurrence") or []),
+        )
+        want = (
+            entry.start.astimezone(UTC),
+            entry.end.astimezone(UTC),
+            entry.summary,
+            entry.status.lower(),
+            entry.rrule is not None,
+        )
+        if seen != want:
+            problems.append(f"{tid}: {uid} shows {seen}, expected {want}")
+    return problems
+
+
+def _chunk_no(key: str) -> int:
+    rest = key.removeprefix("syncdBody")
+    return int(rest) if rest != key and rest.isdigit() else -1
+
+
+def check_caldav_events(tid: str, seen: dict[str, Any], desired: dict[str, Entry]) -> list[str]:
+    problems: list[str] = []
+    foreign = foreign_uid(tid)
+    if foreign not in seen or str(seen[foreign].event["SUMMARY"]) != "Dentist":
+        problems.append(f"{tid}: foreign event touched")
+    ours = {u: v for u, v in seen.items() if u != foreign}
+    for uid in sorted(set(desired) - set(ours)):
+        problems.append(f"{tid}: missing {uid}")
+    for uid in sorted(set(ours) - set(desired)):
+        problems.append(f"{tid}: orphan {uid}")
+    for uid in sorted(set(desired) & set(ours)):
+        got = str(ours[uid].event.get("X-SYNCD-HASH"))
+        if got != desired[uid].content_hash:
+            problems.append(f"{tid}: {uid} hash {got} != {desired[uid].content_hash}")
+    return problems
+
+
+def check(cfg: Config, servers: dict[str, CalDAVServer], google: GoogleTarget | None) -> list[str]:
+    """Every calendar against the projection of the final platform state."""
+    problems: list[str] = []
+    app = App.open(cfg, migrate=False)
+    try:
+        engine = app.engine()
+        with app.sessions() as s:
+            conns = [
+                (c.therapist_id, c.provider, c.url, c.calendar_url)
+                for c in s.scalars(select(ConnectionRow))
+            ]
+        for tid, provider, url, cal in conns:
+            desired = engine.desired(tid) or {}
+            if provider == "google":
+                assert google is not None and cal
+                items = google.read(tid, google_calendar_id(cal))
+                problems += check_google_events(tid, items, desired)
+                continue
+            server = servers[url]  # the real server behind the connection's proxy
+            try:
+                seen = read_calendar(server, urljoin(server.url, urlsplit(str(cal)).path))
+            except AssertionError as exc:  # duplicate UID
+                problems.append(f"{tid}: {exc}")
+                continue
+            problems += check_caldav_events(tid, seen, desired)
+    finally:
+        app.close()
+    return problems
+
+
+def check_outbox(cfg: Config, receiver: Receiver) -> tuple[Counter[str], list[str]]:
+    """Every notification written was delivered (marked, and received with a valid signature)."""
+    problems: list[str] = []
+    topics: Counter[str] = Counter()
+    app = App.open(cfg, migrate=False)
+    try:
+        with app.sessions() as s:
+            rows = s.execute(select(OutboxRow.event_id, OutboxRow.topic, OutboxRow.delivered_at))
+            for event_id, topic, delivered_at in rows:
+                topics[topic] += 1
+                if delivered_at is None or receiver.ids[event_id] == 0:
+                    problems.append(f"notification {event_id} ({topic}) not delivered")
+    finally:
+        app.close()
+    problems += [f"notification {i}: bad signature" for i in receiver.bad]
+    return topics, problems
+
+
+def check_offers(
+    cfg: Config, expiring: list[str]
+) -> tuple[list[tuple[str, datetime, datetime]], list[str]]:
+    """Every offer left to expire was expired, once: its (id, expires_at, released_at), and
+    what is wrong."""
+    problems: list[str] = []
+    released: list[tuple[str, datetime, datetime]] = []
+    app = App.open(cfg, migrate=False)
+    try:
+        with app.sessions() as s:
+            notes = list(
+                s.scalars(select(OutboxRow.payload).where(OutboxRow.topic == "offer.expired"))
+            )
+            for oid in expiring:
+                row = s.get(OfferRow, oid)
+                if row is None:
+                    problems.append(f"{oid}: not stored")
+                    continue
+                if row.state != "expired" or row.released_at is None:
+                    problems.append(f"{oid}: state {row.state}, expected expired")
+                    continue
+                released.append((oid, _utc(row.expires_at), _utc(row.released_at)))
+                n = sum(1 for p in notes if p.get("offer_id") == oid)
+                if n != 1:
+                    problems.append(f"{oid}: {n} offer.expired notifications")
+    finally:
+        app.close()
+    return released, problems
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def release_lags(
+    released: list[tuple[str, datetime, datetime]],
+    stored: dict[str, datetime],
+    kills: list[datetime],
+    log_text: str,
+) -> tuple[list[float], list[float]]:
+    """Seconds from when a hold was due to go (its expiry, or when ``syncd ingest`` stored the
+    offer if that was later, on a machine loaded enough to start it after the expiry) to its
+    release, for holds due while a daemon was running; and for those due while none was (from
+    a SIGKILL until the next daemon's first sweep, which runs before it logs "syncd
+    running"), seconds from that readiness to release (<= 0 when that first sweep did it)."""
+    ready = sorted(
+        datetime.fromisoformat(json.loads(line)["time"].replace("Z", "+00:00"))
+        for line in log_text.splitlines()
+        if '"syncd running as' in line
+    )
+    never = datetime.max.replace(tzinfo=UTC)
+    down = [(k, next((r for r in ready if r > k), never)) for k in kills]
+    up_lags: list[float] = []
+    down_lags: list[float] = []
+    for oid, expires, at in released:
+        # ingest's own commit comes before the command returns: lags below 0 are 0
+        due = min(max(expires, stored.get(oid, expires)), at)
+        window = next(((k, r) for k, r in down if k <= due <= r), None)
+        if window is None:
+            up_lags.append((at - due).total_seconds())
+        else:
+            down_lags.append((at - window[1]).total_seconds())
+    return up_lags, down_lags
+
+
+# -- driving -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def scrape_passes(port: int) -> Counter[str]:
+    """Passes this daemon process ran so far, by outcome (``syncd_pass_duration_seconds``)."""
+    out: Counter[str] = Counter()
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return out  # not listening yet: killed right after its start
+    for name, labels, value in iter_samples(text):
+        if name == "syncd_pass_duration_seconds_count":
+            out[labels["outcome"]] += int(value)
+    return out
+
+
 def make_calendar(server: CalDAVServer, name: str, tid: str) -> str:
     with caldav.DAVClient(
         url=server.url, username=server.username, password=server.password, timeout=10
@@ -212,218 +695,337 @@ def make_calendar(server: CalDAVServer, name: str, tid: str) -> str:
         return str(cal.url)
 
 
-def check(cfg: Any, servers: dict[str, CalDAVServer]) -> list[str]:
-    """Every calendar against the projection of the final platform state."""
-    problems: list[str] = []
-    app = App.open(cfg, migrate=False)
-    try:
-        engine = app.engine()
-        with app.sessions() as s:
-            conns = [
-                (c.therapist_id, c.url, c.calendar_url) for c in s.scalars(select(ConnectionRow))
-            ]
-        for tid, url, cal in conns:
-            desired = engine.desired(tid) or {}
-            server = servers[url]  # the real server behind the connection's proxy
-            try:
-                seen = read_calendar(server, urljoin(server.url, urlsplit(str(cal)).path))
-            except AssertionError as exc:  # duplicate UID
-                problems.append(f"{tid}: {exc}")
-                continue
-            foreign = foreign_uid(tid)
-            if foreign not in seen or str(seen[foreign].event["SUMMARY"]) != "Dentist":
-                problems.append(f"{tid}: foreign event touched")
-            ours = {u: v for u, v in seen.items() if u != foreign}
-            for uid in sorted(set(desired) - set(ours)):
-                problems.append(f"{tid}: missing {uid}")
-            for uid in sorted(set(ours) - set(desired)):
-                problems.append(f"{tid}: orphan {uid}")
-            for uid in sorted(set(desired) & set(ours)):
-                got = str(ours[uid].event.get("X-SYNCD-HASH"))
-                if got != desired[uid].content_hash:
-                    problems.append(f"{tid}: {uid} hash {got} != {desired[uid].content_hash}")
-    finally:
-        app.close()
-    return problems
+def connect_google(app: App, google: GoogleTarget, tid: str) -> None:
+    """The therapist's OAuth consent (the stand-in consents at once; the browser's redirect is
+    read instead of followed), then their own event in the calendar syncd created."""
+    g = google.standin
+    email = google.email(tid)
+    google.tokens[tid] = g.add_account(email, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    g.consenting_account = email
+    url = google_link.authorization_url(app, tid, redirect_base="http://127.0.0.1:9")
+    answer = httpx.get(url, follow_redirects=False, timeout=10)
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    cid = google_link.complete(app, query["state"][0], query["code"][0])
+    with app.sessions() as s:
+        row = s.get(ConnectionRow, cid)
+        assert row is not None and row.calendar_url
+        calendar = google_calendar_id(row.calendar_url)
+    g.put_event(
+        calendar,
+        {
+            "iCalUID": foreign_uid(tid),
+            "summary": "Dentist",
+            "start": {"dateTime": FOREIGN_START},
+            "end": {"dateTime": FOREIGN_END},
+        },
+    )
 
 
-def check_offers(cfg: Any, expiring: list[str]) -> tuple[int, list[str]]:
-    problems: list[str] = []
-    app = App.open(cfg, migrate=False)
-    expired = 0
-    try:
-        with app.sessions() as s:
-            notes = list(
-                s.scalars(select(OutboxRow.payload).where(OutboxRow.topic == "offer.expired"))
-            )
-            for oid in expiring:
-                row = s.get(OfferRow, oid)
-                if row is None:
-                    continue  # refused at ingest (e.g. its session was cancelled meanwhile)
-                if row.state != "expired":
-                    problems.append(f"{oid}: state {row.state}, expected expired")
-                    continue
-                expired += 1
-                n = sum(1 for p in notes if p.get("offer_id") == oid)
-                if n != 1:
-                    problems.append(f"{oid}: {n} offer.expired notifications")
-    finally:
-        app.close()
-    return expired, problems
+@dataclass
+class World:
+    """What the driver talks to; every server is reached through a fault-injecting proxy."""
+
+    cfg: Config
+    path: Path  # the config file of the daemon and of ``syncd ingest``
+    port: int  # the daemon's HTTP port (/metrics)
+    faults: FaultSwitch
+    receiver: Receiver
+    servers: list[CalDAVServer]
+    via: dict[str, str]  # real server url -> the url syncd is given (through its proxy)
+    google: GoogleTarget | None
+
+    @property
+    def behind(self) -> dict[str, CalDAVServer]:
+        """The real server behind each url syncd was given."""
+        return {self.via[s.url]: s for s in self.servers}
 
 
 def run(
     workdir: Path,
     servers: list[CalDAVServer],
     *,
+    google: GoogleStandIn | None = None,
     events: int,
     therapists: int,
     kills: int,
     seconds: float,
     seed: int = 7,
     fault_rate: float = 0.05,
-    log: Any = print,
+    batch_steps: tuple[int, int] = (4, 20),
+    log: Callable[[str], object] = print,
 ) -> Report:
+    """``batch_steps``: how many workload steps (one to three events each) go into one
+    ``syncd ingest`` run, at random between the two bounds."""
     t0 = time.monotonic()
-    rng = random.Random(seed)
     report = Report()
-    cfg = make_config(workdir / "state", sync={"interval": 2}, offers={"sweep_interval": 0.5})
-    path = write_config(workdir / "syncd.toml", cfg)
-    # every server behind a proxy that answers 503 to a seeded fraction of requests
-    faults = Faults(random.Random(seed + 1), fault_rate)
-    proxies = [HTTPProxy(srv.url) for srv in servers]
-    via: dict[str, str] = {}  # real server url -> the url syncd is given (through the proxy)
-    by_url: dict[str, CalDAVServer] = {}  # and back
-    for srv, proxy in zip(servers, proxies, strict=True):
-        proxy.on_request = faults
-        via[srv.url] = urljoin(proxy.url, urlsplit(srv.url).path)
-        by_url[via[srv.url]] = srv
-    try:
-        return _drive(
-            workdir,
-            servers,
-            via,
-            by_url,
-            faults,
-            rng,
-            report,
-            cfg,
-            path,
-            events,
-            therapists,
-            kills,
-            seconds,
-            t0,
-            log,
-        )
-    finally:
-        report.faults = faults.count
-        for proxy in proxies:
-            proxy.close()
+    with ExitStack() as stack:
+        faults = FaultSwitch(seed, fault_rate)
+        stack.callback(faults.close)
+        receiver = Receiver()
+        stack.callback(receiver.close)
+        via = {}
+        for srv in servers:
+            proxy = faults.proxy(srv.kind, srv.url)
+            via[srv.url] = urljoin(proxy.url, urlsplit(srv.url).path)
+        hook = faults.proxy("webhook", receiver.url)
+        secret = workdir / "webhook.secret"
+        secret.write_bytes(WEBHOOK_SECRET)
+        port = free_port()
+        sections: dict[str, Any] = {
+            "sync": {"interval": 2},
+            "offers": {"sweep_interval": 0.5},
+            "http": {"port": port},
+            "platform": {
+                "webhook_url": hook.url + "hook",
+                "webhook_secret_file": str(secret),
+                "timeout": 5,
+                "retry_base": 0.2,
+                "retry_cap": 2,
+                "poll_interval": 0.5,
+                "batch": 200,
+            },
+        }
+        target: GoogleTarget | None = None
+        if google is not None:
+            gproxy = faults.proxy("google", google.root_url)
+            target = GoogleTarget(google, gproxy.url)
+            client_secret = workdir / "google.secret"
+            client_secret.write_text(CLIENT_SECRET)
+            sections["google"] = {
+                "client_id": CLIENT_ID,
+                "client_secret_file": str(client_secret),
+                "api_url": gproxy.url,
+                "token_url": gproxy.url + "token",  # token refreshes meet the faults too
+                "auth_url": google.auth_url,
+                "revoke_url": google.revoke_url,
+                "timeout": 10,
+                "min_request_interval": 0,
+            }
+        cfg = make_config(workdir / "state", **sections)
+        path = write_config(workdir / "syncd.toml", cfg)
+        world = World(cfg, path, port, faults, receiver, servers, via, target)
+        try:
+            _drive(
+                workdir,
+                world,
+                report,
+                seed,
+                events,
+                therapists,
+                kills,
+                seconds,
+                batch_steps,
+                t0,
+                log,
+            )
+        finally:
+            report.faults = faults.counts()
+            report.deliveries = sum(receiver.ids.values())
+            report.torn_posts = receiver.torn
+    report.seconds = time.monotonic() - t0
+    return report
 
 
-class Faults:
-    def __init__(self, rng: random.Random, rate: float) -> None:
-        self.rng, self.rate, self.on, self.count = rng, rate, False, 0
-        self.lock = threading.Lock()
-
-    def __call__(self, _req: ProxiedRequest) -> ProxyReply | None:
-        with self.lock:
-            if self.on and self.rng.random() < self.rate:
-                self.count += 1
-                return ProxyReply(503, {"Content-Type": "text/plain"}, b"injected fault")
-        return None
-
-
-def _drive(
-    workdir: Path,
-    servers: list[CalDAVServer],
-    via: dict[str, str],
-    by_url: dict[str, CalDAVServer],
-    faults: Faults,
-    rng: random.Random,
-    report: Report,
-    cfg: Any,
-    path: Path,
-    events: int,
-    therapists: int,
-    kills: int,
-    seconds: float,
-    t0: float,
-    log: Any,
-) -> Report:
-    app = App.open(cfg)
+def _setup(world: World, report: Report, therapists: int) -> None:
+    targets: list[CalDAVServer | None] = [*world.servers, *([None] if world.google else [])]
+    app = App.open(world.cfg)
     try:
         ing = app.ingestor()
         for i in range(therapists):
             tid = f"t-{i}"
-            assert ing.ingest(f.therapist(tid)).ok
-            server = servers[i % len(servers)]
+            # working all day every day, so every booking changes public availability and
+            # availability.changed notifications flow to the webhook
+            hours = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
+            assert ing.ingest(f.therapist(tid, working_hours=hours)).ok
+            server = targets[i % len(targets)]
+            if server is None:
+                assert world.google is not None
+                connect_google(app, world.google, tid)
+                report.targets["google"] += 1
+                continue
             cal = make_calendar(server, f"soak-{tid}", tid)
             operations.connect_caldav(
                 app,
                 tid,
-                url=via[server.url],
+                url=world.via[server.url],
                 username=server.username,
                 password=server.password,
                 calendar_url=urlsplit(cal).path,
             )
+            report.targets[server.kind] += 1
     finally:
         app.close()
+
+
+def _refusals(stderr: str, work: Workload, report: Report) -> None:
+    """Count refusals by rule; each must be one of the generator's intended negatives."""
+    for line in stderr.splitlines():
+        m = REFUSED.search(line)
+        if m is None:
+            continue
+        event_id, rule = m.group(1), m.group(2) or "contract"
+        report.refused[rule] += 1
+        work.refused.add(event_id)
+        if work.negatives.get(event_id) != rule:
+            report.mismatches.append(f"unintended refusal: {line}")
+
+
+def check_quiet(cfg: Config, since: datetime) -> list[str]:
+    """Every connection has had a successful pass since ``since`` (the faults stopped)."""
+    app = App.open(cfg, migrate=False)
+    try:
+        with app.sessions() as s:
+            return [
+                f"{c.therapist_id}: no successful pass since the faults stopped ({c.state})"
+                for c in s.scalars(select(ConnectionRow))
+                if c.last_success_at is None or _utc(c.last_success_at) < since
+            ]
+    finally:
+        app.close()
+
+
+def _converged(world: World, expiring: list[str], quiet_from: datetime) -> list[str]:
+    problems = check_quiet(world.cfg, quiet_from)
+    if not problems:
+        problems = check(world.cfg, world.behind, world.google)
+    if not problems:
+        problems = check_offers(world.cfg, expiring)[1]
+    if not problems:
+        problems = check_outbox(world.cfg, world.receiver)[1]
+    return problems
+
+
+def _drive(
+    workdir: Path,
+    world: World,
+    report: Report,
+    seed: int,
+    events: int,
+    therapists: int,
+    kills: int,
+    seconds: float,
+    batch_steps: tuple[int, int],
+    t0: float,
+    log: Callable[[str], object],
+) -> None:
+    rng = random.Random(seed)
+    _setup(world, report, therapists)
+    log(f"set up {therapists} therapists in {time.monotonic() - t0:.1f}s")
     work = Workload(rng, therapists)
     runlog = workdir / "run.log"
-    proc = start_syncd(path, "run", log=runlog)
-    faults.on = True
+    world.faults.on = True
     batches = 0
-    try:
+    kill_times: list[datetime] = []
+    stored: dict[str, datetime] = {}  # offer id -> when ingest had stored it (at the latest)
+    with daemon(world.path, runlog) as proc:
         while report.events < events:
             if time.monotonic() - t0 > seconds:
                 log(f"time bound reached after {report.events} events")
                 break
             # batches are made just before they are sent: offer expiries are real time
             batch: list[dict[str, Any]] = []
-            for _ in range(rng.randint(4, 20)):
+            for _ in range(rng.randint(*batch_steps)):
                 batch.extend(work.next())
             work.stale(batch, report)
-            out = run_syncd(path, "ingest", "-", stdin=jsonl(batch))
+            out = run_syncd(world.path, "ingest", "-", stdin=jsonl(batch))
             report.events += len(batch)
             batches += 1
-            report.refused += out.stderr.count("refused")
             if out.returncode not in (0, 1) or "Traceback" in out.stderr:
                 raise AssertionError(f"ingest failed: {out.stderr}")
+            _refusals(out.stderr, work, report)
+            done = datetime.now(UTC)
+            for ev in batch:
+                if ev["type"] == "offer.upserted" and ev["data"]["state"] == "pending":
+                    stored.setdefault(ev["data"]["id"], done)
+            if batches % 10 == 0:
+                log(f"{report.events} events, {report.kills} kills, {time.monotonic() - t0:.0f}s")
             left = max(1.0, (events - report.events) / (report.events / batches))
             if report.kills < kills and rng.random() < (kills - report.kills) / left:
                 time.sleep(rng.uniform(0, 0.8))  # a random moment, often mid-pass
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
+                report.passes += scrape_passes(world.port)
+                kill_times.append(datetime.now(UTC))
+                proc[0].send_signal(signal.SIGKILL)
+                proc[0].wait(timeout=10)
                 report.kills += 1
-                proc = start_syncd(path, "run", log=runlog)
-        # faults off; let every left-to-expire offer pass its expiry, then converge
-        faults.on = False
-        time.sleep(7)
-        deadline = time.monotonic() + max(30.0, seconds - (time.monotonic() - t0))
+                proc[0] = start_syncd(world.path, "run", log=runlog)
+        # faults off; let every left-to-expire offer pass its expiry, then wait for one quiet
+        # pass of every therapist and convergence
+        world.faults.on = False
+        quiet_from = datetime.now(UTC)
+        last_expiry = max((_at(o["expires_at"]) for o in work.expiring), default=quiet_from)
+        time.sleep(max(0.0, (last_expiry - datetime.now(UTC)).total_seconds()) + 2)
+        deadline = time.monotonic() + max(60.0, seconds - (time.monotonic() - t0))
+        expiring = [o["id"] for o in work.expiring]
         while True:
             report.checks += 1
-            problems = check(cfg, by_url)
-            if not problems or time.monotonic() > deadline:
+            if not _converged(world, expiring, quiet_from) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report.mismatches = check(cfg, by_url)
-    report.expired_offers, offer_problems = check_offers(cfg, work.expiring)
-    report.mismatches += offer_problems
-    if "Traceback" in runlog.read_text():
-        report.mismatches.append("Traceback in the daemon log")
-    report.passes_with_changes = runlog.read_text().count("actions applied")
+        report.passes += scrape_passes(world.port)
+        proc[0].send_signal(signal.SIGTERM)
+        proc[0].wait(timeout=30)
+        # A notification written just before the stop waits in the outbox for the next start
+        # (at least once, not at once): start again until the outbox is empty.
+        while check_outbox(world.cfg, world.receiver)[1] and time.monotonic() < deadline + 60:
+            report.final_restarts += 1
+            proc[0] = start_syncd(world.path, "run", log=runlog)
+            until = time.monotonic() + 30
+            while check_outbox(world.cfg, world.receiver)[1] and time.monotonic() < until:
+                time.sleep(1)
+            report.passes += scrape_passes(world.port)
+            proc[0].send_signal(signal.SIGTERM)
+            proc[0].wait(timeout=30)
+    # the final verdict, with the daemon stopped
+    report.mismatches += check(world.cfg, world.behind, world.google)
+    released, problems = check_offers(world.cfg, expiring)
+    report.mismatches += problems
+    report.expired_offers = len(released)
+    report.notifications, problems = check_outbox(world.cfg, world.receiver)
+    report.mismatches += problems
+    for event_id, rule in work.negatives.items():
+        report.negatives_sent[rule] += 1
+        if event_id not in work.refused:
+            report.mismatches.append(f"intended negative {event_id} ({rule}) was not refused")
+    text = runlog.read_text()
+    report.release_lag, report.release_after_restart = release_lags(
+        released, stored, kill_times, text
+    )
+    for key, (n, first) in _tracebacks(text).items():
+        report.mismatches.insert(0, f"{n} tracebacks in the daemon log: {key}\n{first}")
+    report.passes_with_changes = len(re.findall(r": [1-9][0-9]*/[0-9]+ actions applied", text))
     report.duplicates_sent = work.duplicates
     report.offers = dict(work.fates)
-    report.seconds = time.monotonic() - t0
-    return report
+
+
+def _tracebacks(log_text: str) -> dict[str, tuple[int, str]]:
+    """Tracebacks in the daemon's log (JSON lines), by where they were logged and their last
+    line: how many, and the end of the first one."""
+    out: dict[str, tuple[int, str]] = {}
+    for line in log_text.splitlines():
+        if "Traceback" not in line:
+            continue
+        try:
+            record = json.loads(line)
+            trace = str(record.get("exception") or line)
+            where = f"{record.get('logger')}: {str(record.get('message'))[:120]}"
+        except ValueError:
+            trace, where = line, "?"
+        key = f"{where} | {trace.strip().splitlines()[-1][:200]}"
+        n, first = out.get(key, (0, trace[-2000:]))
+        out[key] = (n + 1, first)
+    return out
+
+
+@contextmanager
+def daemon(path: Path, runlog: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The running ``syncd run`` (replaced in place on restart), killed if left running."""
+    holder = [start_syncd(path, "run", log=runlog)]
+    try:
+        yield holder
+    finally:
+        if holder[0].poll() is None:
+            holder[0].kill()
+            holder[0].wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,35 +1033,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=1000)
     p.add_argument("--therapists", type=int, default=50)
     p.add_argument("--kills", type=int, default=20)
-    p.add_argument("--seconds", type=float, default=600)
+    p.add_argument("--seconds", type=float, default=900)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--batch", type=int, nargs=2, default=(6, 36), metavar=("MIN", "MAX"))
+    p.add_argument("--keep", type=Path, help="work in this (new) directory and keep it")
     a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="syncd-soak-") as tmp:
-        root = Path(tmp)
-        (root / "xandikos").mkdir()
-        (root / "radicale").mkdir()
+    with ExitStack() as stack:
+        if a.keep:
+            root = a.keep
+            root.mkdir(parents=True)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncd-soak-")))
+        for sub in ("xandikos", "radicale", "work"):
+            (root / sub).mkdir()
         xandikos = XandikosProcess(root / "xandikos")
         xandikos.start()
-        try:
-            with EmbeddedRadicale(
-                root / "radicale", username="therapist", password="s3cret pw"
-            ) as rad:
-                servers = [
-                    CalDAVServer("radicale", rad.url, "therapist", "s3cret pw"),
-                    CalDAVServer("xandikos", xandikos.url, "user", "unused"),
-                ]
-                (root / "work").mkdir()
-                report = run(
-                    root / "work",
-                    servers,
-                    events=a.events,
-                    therapists=a.therapists,
-                    kills=a.kills,
-                    seconds=a.seconds,
-                    seed=a.seed,
-                )
-        finally:
-            xandikos.stop()
+        stack.callback(xandikos.stop)
+        rad = stack.enter_context(
+            EmbeddedRadicale(root / "radicale", username="therapist", password="s3cret pw")
+        )
+        google = stack.enter_context(GoogleStandIn())
+        servers = [
+            CalDAVServer("radicale", rad.url, "therapist", "s3cret pw"),
+            CalDAVServer("xandikos", xandikos.url, "user", "unused"),
+        ]
+        report = run(
+            root / "work",
+            servers,
+            google=google,
+            events=a.events,
+            therapists=a.therapists,
+            kills=a.kills,
+            seconds=a.seconds,
+            seed=a.seed,
+            batch_steps=tuple(a.batch),
+        )
     print(report.summary())
     for m in report.mismatches[:50]:
         print("MISMATCH", m)

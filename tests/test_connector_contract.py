@@ -1,8 +1,9 @@
 """The connector contract, written once and run against every provider.
 
-Each provider is a :class:`ContractTarget` (today the CalDAV connector against real Radicale and
-Xandikos servers, via the ``caldav_server`` fixture); a Google connector joins by adding a target
-backed by its stand-in API to the ``target`` fixture's parameters.
+Each provider is a :class:`ContractTarget`: the CalDAV connector against real Radicale and
+Xandikos servers, the Google connector against its Calendar v3 stand-in, and the in-memory
+account of tests/memory_calendar.py that the stateful model (tests/test_model.py) runs on, so
+that the double is held to the same contract as the connectors it stands in for.
 
 The second half holds the CalDAV-only checks that need a fault-injecting proxy in front of a real
 server (exact bytes on the wire, missing ETags, no sync-collection, rate limits).
@@ -46,6 +47,7 @@ from tests.caldav_servers import (
 )
 from tests.google_standin import GoogleStandIn
 from tests.google_standin.fixtures import build_service
+from tests.memory_calendar import MemoryCalendar, MemoryServer
 
 # -- bodies -------------------------------------------------------------------------------------
 
@@ -244,11 +246,40 @@ class GoogleTarget:
             connector.close()
 
 
-@pytest.fixture(params=["radicale", "xandikos", "google"])
+class MemoryTarget:
+    """The in-memory account of tests/memory_calendar.py (the model tests' double)."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.server = MemoryServer("http://memory.invalid/")
+
+    def connector(self, **overrides: Any) -> MemoryCalendar:
+        # Nothing in memory waits: an address where nothing answers fails at once.
+        overrides.pop("timeout", None)
+        return MemoryCalendar(self.server, **overrides)
+
+    def put_foreign(self, connector: Connector, name: str, body: str) -> None:
+        assert isinstance(connector, MemoryCalendar)
+        connector.put(connector.href_for(name), body)
+
+    def count_calendars(self, connector: Connector, display_name: str) -> int:
+        return self.server.count_named(display_name)
+
+    def same_event(self, stored: str, written: str) -> bool:
+        return content_lines(stored) == content_lines(written)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["radicale", "xandikos", "google", "memory"])
 def target(request: pytest.FixtureRequest) -> Iterator[ContractTarget]:
-    made: CalDAVTarget | GoogleTarget
+    made: CalDAVTarget | GoogleTarget | MemoryTarget
     if request.param == "google":
         made = GoogleTarget(request.getfixturevalue("google_standin"))
+    elif request.param == "memory":
+        made = MemoryTarget()
     else:
         made = CalDAVTarget(request.getfixturevalue(f"{request.param}_server"))
     yield made

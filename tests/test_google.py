@@ -451,3 +451,34 @@ def test_replicas_renewing_one_watch_at_once_leave_exactly_one_channel_open(
         assert g.active_channels == [recorded]
     finally:
         app.close()
+
+
+def test_a_reply_cut_off_mid_body_is_retried_and_the_pass_converges(
+    tmp_path: Path,
+    google_standin: GoogleStandIn,
+    fault_proxy: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch reaches the stand-in and is applied, but its answer is cut short: httplib2
+    lets http.client's IncompleteRead through unwrapped, which must be a retryable error (the
+    soak found it crashing the pass). The retry finds the events there and adopts them."""
+    from tests.faults import Action, Rule, first
+
+    g = google_standin
+    g.add_account(ANN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    monkeypatch.setenv("SYNCD_GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
+    proxy = fault_proxy(g.root_url)
+    app = App.open(make_config(tmp_path / "state", google=google_section(g, api_url=proxy.url)))
+    try:
+        assert app.ingestor().ingest(f.therapist("t-ann")).ok
+        world = World(app, g, tmp_path)
+        cid = world.connect("t-ann", ANN)
+        ingest(app, sessions("t-ann", 3))
+        proxy.add(Rule(Action.TRUNCATE, keep=40, method="POST", path="batch", schedule=first(1)))
+        sync(app.engine(), "t-ann")
+        assert proxy.injected[Action.TRUNCATE] == 1
+        ours = world.ours(world.calendar(cid))
+        assert len(ours) == 3 and len({e["iCalUID"] for e in ours}) == 3
+        assert world.mirror_rows() == 3
+    finally:
+        app.close()

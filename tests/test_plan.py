@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import icalendar
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from connectors.base import Changes, FetchedItem, RemoteItem
-from connectors.errors import AlreadyExists, NotFound, PreconditionFailed, ProtocolError, Transient
+from connectors.base import Changes, FetchedItem, RemoteItem, Write
+from connectors.errors import (
+    AlreadyExists,
+    ConnectorError,
+    NotFound,
+    PreconditionFailed,
+    ProtocolError,
+    Transient,
+)
 from syncd import ical
 from syncd.engine import Engine
-from syncd.plan import Action, Drift, MirrorRecord, Op, plan, resource_name
+from syncd.plan import LOCAL_OPS, Action, Drift, MirrorRecord, Op, plan, resource_name
 from syncd.project import Entry, is_ours, name_for, uid_for
 from syncd.retry import RetryPolicy
 from syncd.store import repo
@@ -105,7 +113,7 @@ def test_unchanged_entry_needs_nothing() -> None:
 
 
 def test_content_change_updates_with_the_stored_etag() -> None:
-    moved = dataclasses.replace(A, start=A.start + timedelta(hours=2), sequence=2)
+    moved = A._replace(start=A.start + timedelta(hours=2), sequence=2)
     mirror = {A.uid: record(A, '"1"')}
     expected = [Action(Op.UPDATE, A.uid, moved, href(A), '"1"')]
     assert plan({A.uid: moved}, mirror, listing((href(A), '"1"'))) == expected
@@ -151,7 +159,7 @@ def test_orphan_named_like_ours_is_deleted() -> None:
 
 
 def test_foreign_resources_are_never_touched() -> None:
-    moved = dataclasses.replace(B, summary="Therapy session (unconfirmed)", status="TENTATIVE")
+    moved = B._replace(summary="Therapy session (unconfirmed)", status="TENTATIVE")
     foreign = {
         FOREIGN: '"f1"',
         FOREIGN_2: '"f2"',
@@ -182,6 +190,37 @@ def test_incremental_listing_that_omits_an_href_keeps_its_state() -> None:
     ]
     # A full listing that omits A means A is gone.
     assert plan({A.uid: A, B.uid: B}, mirror, listing((href(B), '"2"'))) == [
+        Action(Op.CREATE, A.uid, A, drift=Drift.DELETED)
+    ]
+
+
+def test_fingerprint_of_an_older_syncd_is_replaced_without_a_write() -> None:
+    """Rows written before the fingerprint changed hold the legacy form: unchanged content gets
+    a local rehash of its row, so an upgrade never rewrites every entry on every calendar."""
+    mirror = {A.uid: record(A, '"1"', A.legacy_content_hash)}
+    expected = [Action(Op.REHASH, A.uid, A, href(A), '"1"')]
+    assert plan({A.uid: A}, mirror, listing((href(A), '"1"'))) == expected
+    assert plan({A.uid: A}, mirror, listing(full=False)) == expected
+    assert Op.REHASH in LOCAL_OPS
+
+
+def test_changed_content_under_an_older_fingerprint_is_updated() -> None:
+    moved = A._replace(start=A.start + timedelta(hours=2), sequence=2)
+    mirror = {A.uid: record(A, '"1"', A.legacy_content_hash)}
+    expected = [Action(Op.UPDATE, A.uid, moved, href(A), '"1"')]
+    assert plan({A.uid: moved}, mirror, listing((href(A), '"1"'))) == expected
+    # A current-form row is never compared with the legacy form.
+    assert plan({A.uid: A}, {A.uid: record(A, '"1"', "v2:" + "0" * 40)}, listing(full=False)) == [
+        Action(Op.UPDATE, A.uid, A, href(A), '"1"')
+    ]
+
+
+def test_drift_under_an_older_fingerprint_is_still_repaired() -> None:
+    mirror = {A.uid: record(A, '"1"', A.legacy_content_hash)}
+    assert plan({A.uid: A}, mirror, listing((href(A), '"2"'))) == [
+        Action(Op.UPDATE, A.uid, A, href(A), '"2"', drift=Drift.EDITED)
+    ]
+    assert plan({A.uid: A}, mirror, listing(deleted=frozenset({href(A)}), full=False)) == [
         Action(Op.CREATE, A.uid, A, drift=Drift.DELETED)
     ]
 
@@ -328,6 +367,10 @@ def apply(engine: Engine, cal: FakeCalendar, mirror: dict[str, MirrorRecord], a:
     if a.op is Op.FORGET:
         assert a.uid is not None
         del mirror[a.uid]
+        return
+    if a.op is Op.REHASH:
+        assert a.entry is not None and a.href is not None and a.etag is not None
+        mirror[a.entry.uid] = MirrorRecord(a.entry.uid, a.href, a.etag, a.entry.content_hash)
         return
     if a.op is Op.DELETE:
         assert a.href is not None
@@ -699,4 +742,77 @@ def test_engine_passes_converge_across_therapist_edits_and_lost_responses(
         assert not report.failed, report
     assert_converged(cal, second, stored_mirror(factory), foreign)
     # And a pass with nothing new does nothing.
+    assert engine.run_pass("t-1").connections[0].actions == []
+
+
+class FakeBatchCalendar(FakeCalendar):
+    """The in-memory calendar with the batch hook, which sends the engine down its batch path
+    (the one Google takes); it counts the batches it is sent."""
+
+    max_batch = 50
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]:
+        self.batches += 1
+        results: list[RemoteItem | ConnectorError | None] = []
+        for w in writes:
+            try:
+                if w.op == "create":
+                    assert w.name is not None and w.body is not None
+                    results.append(self.create(w.name, w.body))
+                elif w.op == "update":
+                    assert w.href is not None and w.body is not None and w.etag is not None
+                    results.append(self.update(w.href, w.body, w.etag))
+                else:
+                    assert w.href is not None
+                    self.delete(w.href, w.etag)
+                    results.append(None)
+            except ConnectorError as exc:
+                results.append(exc)
+        return results
+
+
+def legacy_rows(factory: sessionmaker[Session]) -> None:
+    """What a database written by syncd 0.1 holds: the same rows with the legacy fingerprint."""
+    with factory.begin() as s:
+        (conn,) = repo.connections(s, "t-1")
+        for uid, rec in repo.mirror(s, conn.id).items():
+            legacy = UPGRADE_SET[uid].legacy_content_hash
+            repo.put_mirror(s, conn.id, uid, rec.href, rec.etag, legacy, STAMP)
+
+
+UPGRADE_SET = {
+    e.uid: e
+    for e in (
+        A,
+        B._replace(summary="Therapy session · J.D.", location="10 Harley St"),
+        entry("r-1", "reserved")._replace(rrule="FREQ=WEEKLY", exdates=(BASE + timedelta(7),)),
+    )
+}
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_upgrade_rehashes_the_mirror_and_writes_nothing(batch: bool) -> None:
+    cal = FakeBatchCalendar() if batch else FakeCalendar()
+    factory = database()
+    engine = ScriptedEngine(factory, lambda _conn: cal, clock=lambda: STAMP)
+    engine.wanted = UPGRADE_SET
+    assert not engine.run_pass("t-1").failed
+    legacy_rows(factory)
+    before = dict(cal.items)
+    writes = cal.writes
+
+    report = engine.run_pass("t-1").connections[0]
+
+    assert report.error is None
+    assert report.applied_ops == ["rehash"] * len(UPGRADE_SET)
+    assert cal.writes == writes and cal.items == before  # not one request wrote anything
+    if isinstance(cal, FakeBatchCalendar):
+        assert cal.batches == 1  # the first pass's creates only
+    assert {u: m.content_hash for u, m in stored_mirror(factory).items()} == {
+        u: e.content_hash for u, e in UPGRADE_SET.items()
+    }
     assert engine.run_pass("t-1").connections[0].actions == []

@@ -19,6 +19,7 @@ from syncd.project import (
     Entry,
     PlatformState,
     client_label,
+    is_legacy_hash,
     is_ours,
     location_text,
     name_for,
@@ -71,7 +72,7 @@ def only(t: d.Therapist, s: d.Session) -> Entry:
 
 
 def text_fields(e: Entry) -> list[str]:
-    return [str(getattr(e, f.name)) for f in dataclasses.fields(e)]
+    return [str(value) for value in e]
 
 
 # -- privacy and titles ---------------------------------------------------------------------------
@@ -302,8 +303,81 @@ def test_content_hash_follows_the_title() -> None:
     after = only(therapist(d.ClientLabel.INITIALS), session())
     assert after.summary != before.summary
     assert after.content_hash != before.content_hash
-    assert dataclasses.replace(before, summary="x").content_hash != before.content_hash
-    assert dataclasses.replace(before, status="TENTATIVE").content_hash != before.content_hash
+    assert before._replace(summary="x").content_hash != before.content_hash
+    assert before._replace(status="TENTATIVE").content_hash != before.content_hash
+
+
+# A reservation touches every field, exdates and non-ASCII text included.
+PINNED = Entry(
+    uid=uid_for("reserved", "r-1"),
+    name=name_for(uid_for("reserved", "r-1")),
+    kind="reserved",
+    start=datetime(2026, 12, 1, 9, tzinfo=UTC),
+    end=datetime(2026, 12, 1, 9, 50, tzinfo=UTC),
+    timezone="Europe/London",
+    summary="Reserved slot · Zoë",
+    status="CONFIRMED",
+    sequence=3,
+    description="Regular time.",
+    rrule="FREQ=WEEKLY",
+    exdates=(datetime(2026, 12, 8, 9, tzinfo=UTC),),
+)
+
+
+def test_fingerprints_are_pinned() -> None:
+    """Stored fingerprints outlive releases: a change of either value makes every deployed
+    mirror row look stale, and the next pass rewrites every entry on every calendar. The legacy
+    value is the one syncd 0.1 stored for this entry."""
+    assert PINNED.content_hash == "v2:7aa74dce94a5ddd604324e23d5e9e4fdbd4b8a16"
+    assert PINNED.legacy_content_hash == (
+        "c114d849055328c79b9b996285c24b62ec07315723c57d9555433eeb6adcfe35"
+    )
+    assert not is_legacy_hash(PINNED.content_hash)
+    assert is_legacy_hash(PINNED.legacy_content_hash)
+    assert len(PINNED.content_hash) <= 64  # the mirror table's column
+
+
+def test_fingerprint_does_not_depend_on_the_offset_an_instant_is_given_in() -> None:
+    # Rendering converts every instant into the entry's zone, so the calendar is the same.
+    paris = ZoneInfo("Europe/Paris")
+    moved = PINNED._replace(start=PINNED.start.astimezone(paris), end=PINNED.end.astimezone(paris))
+    assert moved.content_hash == PINNED.content_hash
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"start": PINNED.start + timedelta(microseconds=1)},
+        {"end": PINNED.end + timedelta(seconds=1)},
+        {"sequence": 4},
+        {"location": "Room 2"},
+        {"rrule": None},
+        {"exdates": ()},
+        {"exdates": (*PINNED.exdates, PINNED.start + timedelta(days=14))},
+        {"description": "Regular time!"},
+        {"kind": "session"},
+    ],
+)
+def test_fingerprint_follows_every_rendered_field(change: dict[str, Any]) -> None:
+    assert PINNED._replace(**change).content_hash != PINNED.content_hash
+
+
+def test_fingerprint_is_unambiguous_when_text_holds_the_separator() -> None:
+    """Fields are joined by U+001F; text from the platform may hold it too, and moving it from
+    one field to the next (location and description are neighbours) must still give another
+    fingerprint."""
+    a = PINNED._replace(location="Room\x1f2", description="Regular")
+    b = PINNED._replace(location="Room", description="2\x1fRegular")
+    c = PINNED._replace(location=None, description="Room\x1f2\x1fRegular")
+    assert len({a.content_hash, b.content_hash, c.content_hash}) == 3
+
+
+@settings(max_examples=300)
+@given(*[st.text(st.sampled_from("a\x1f·\\"))] * 3)
+def test_text_moved_between_fields_changes_the_fingerprint(x: str, y: str, z: str) -> None:
+    a = PINNED._replace(location=x + y, description=z)
+    b = PINNED._replace(location=x, description=y + z)
+    assert (a.content_hash == b.content_hash) == (y == "")
 
 
 # -- iCalendar rendering -----------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from syncd.plan import MirrorRecord
@@ -68,9 +70,46 @@ def mirror(s: Session, connection_id: int) -> dict[str, MirrorRecord]:
     return {r.uid: MirrorRecord(r.uid, r.href, r.etag, r.content_hash) for r in rows}
 
 
+def _mirror_upsert(dialect: str) -> Executable | None:
+    """INSERT … ON CONFLICT DO UPDATE for a mirror row, built once per dialect: building the
+    statement costs more than running it."""
+    if dialect not in _MIRROR_UPSERTS:
+        insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+        statement = None
+        if insert is not None:
+            base = insert(MirrorRow)
+            statement = base.on_conflict_do_update(
+                index_elements=[MirrorRow.connection_id, MirrorRow.uid],
+                set_={name: base.excluded[name] for name in _MIRROR_VALUES},
+            )
+        _MIRROR_UPSERTS[dialect] = statement
+    return _MIRROR_UPSERTS[dialect]
+
+
+_MIRROR_VALUES = ("href", "etag", "content_hash", "updated_at")
+_MIRROR_UPSERTS: dict[str, Executable | None] = {}
+
+
 def put_mirror(
     s: Session, connection_id: int, uid: str, href: str, etag: str, content_hash: str, now: datetime
 ) -> None:
+    # One statement instead of a SELECT and then an INSERT or UPDATE: this runs once per write
+    # of a bulk pass, between two requests. Core, so a row object loaded earlier in the same
+    # session would be stale: none of the callers holds one.
+    upsert = _mirror_upsert(s.get_bind().dialect.name)
+    if upsert is not None:
+        s.execute(
+            upsert,
+            {
+                "connection_id": connection_id,
+                "uid": uid,
+                "href": href,
+                "etag": etag,
+                "content_hash": content_hash,
+                "updated_at": now,
+            },
+        )
+        return
     row = s.get(MirrorRow, (connection_id, uid))
     if row is None:
         row = MirrorRow(connection_id=connection_id, uid=uid)

@@ -176,7 +176,10 @@ SCHEMAS: dict[str, Any] = {
                     "type": "array",
                     "items": _obj(
                         ["op", "uid", "description"],
-                        op={"type": "string", "enum": ["create", "update", "delete", "forget"]},
+                        op={
+                            "type": "string",
+                            "enum": ["create", "update", "delete", "forget", "rehash"],
+                        },
                         uid={"type": ["string", "null"]},
                         description={"type": "string"},
                     ),
