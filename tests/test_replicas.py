@@ -138,6 +138,15 @@ def test_three_replicas_share_300_therapists_and_never_run_one_twice_at_once(
             )
             expected = expected_entries(app, tids)
             _converge(app, expected, replicas, timeout=60)
+            # Keep them running until the periodic passes have come round again (how many
+            # happened during convergence depends on the machine's speed), so the overlap check
+            # below has repeat passes of every kind to look at.
+            wait_for(
+                lambda: len(pass_spans(proxy.snapshot())) > 2 * len(tids),
+                90,
+                "repeat passes of the therapists",
+                interval=1.0,
+            )
             # Before SIGTERM: what the replicas log while shutting down is not judged here.
             errors = [replicas.errors(i) for i in range(3)]
         spans = pass_spans(proxy.snapshot())
