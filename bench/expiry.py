@@ -91,22 +91,7 @@ class Poller:
 
 
 def offer(oid: str, session_id: str, slots: list[datetime], expires: datetime) -> dict[str, Any]:
-    sent = datetime.now(UTC)
-    return f.event(
-        "offer.upserted",
-        {
-            "id": oid,
-            "version": 1,
-            "session_id": session_id,
-            "alternatives": [
-                {"start": s.isoformat(), "end": (s + timedelta(minutes=50)).isoformat()}
-                for s in slots
-            ],
-            "sent_at": sent.isoformat(),
-            "expires_at": expires.isoformat(),
-            "state": "pending",
-        },
-    )
+    return f.offer(oid, session_id, slots, expires_at=expires)
 
 
 class World:

@@ -56,3 +56,34 @@ def session(
 def future(days: int = 7, hour: int = 10) -> datetime:
     base = datetime.now(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
     return base + timedelta(days=days)
+
+
+def offer(
+    oid: str,
+    session_id: str,
+    alternatives: list[datetime],
+    *,
+    sent_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    version: int = 1,
+    state: str = "pending",
+    minutes: int = 50,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An ``offer.upserted`` event: alternatives of ``minutes`` each, sent now unless given,
+    expiring when the platform says (``expires_at``) or after the default 24 hours."""
+    data: dict[str, Any] = {
+        "id": oid,
+        "version": version,
+        "session_id": session_id,
+        "alternatives": [
+            {"start": a.isoformat(), "end": (a + timedelta(minutes=minutes)).isoformat()}
+            for a in alternatives
+        ],
+        "sent_at": (sent_at or datetime.now(UTC)).isoformat(),
+        "state": state,
+    }
+    if expires_at is not None:
+        data["expires_at"] = expires_at.isoformat()
+    data.update(extra)
+    return event("offer.upserted", data)

@@ -250,19 +250,12 @@ def seed(app: App, tids: list[str], sessions_each: int, *, threads: int = 4) -> 
 def offer_event(tid: str, j: int, expires_at: datetime) -> dict[str, Any]:
     """A pending offer for session ``j`` of ``tid`` with one alternative the same afternoon."""
     alt = session_start(j) + timedelta(hours=5)
-    return f.event(
-        "offer.upserted",
-        {
-            "id": f"{tid}-o{j}",
-            "version": 1,
-            "session_id": f"{tid}-s{j}",
-            "alternatives": [
-                {"start": alt.isoformat(), "end": (alt + timedelta(minutes=50)).isoformat()}
-            ],
-            "sent_at": (expires_at - timedelta(hours=1)).isoformat(),
-            "expires_at": expires_at.isoformat(),
-            "state": "pending",
-        },
+    return f.offer(
+        f"{tid}-o{j}",
+        f"{tid}-s{j}",
+        [alt],
+        sent_at=expires_at - timedelta(hours=1),
+        expires_at=expires_at,
     )
 
 

@@ -64,20 +64,12 @@ def _config_sections(port: int) -> dict[str, dict[str, object]]:
 
 def _offer(oid: str, session_id: str, alternatives: list[datetime]) -> dict[str, Any]:
     now = datetime.now(UTC)
-    return f.event(
-        "offer.upserted",
-        {
-            "id": oid,
-            "version": 1,
-            "session_id": session_id,
-            "alternatives": [
-                {"start": a.isoformat(), "end": (a + timedelta(minutes=50)).isoformat()}
-                for a in alternatives
-            ],
-            "sent_at": (now - timedelta(hours=3)).isoformat(),
-            "expires_at": (now + timedelta(hours=21)).isoformat(),
-            "state": "pending",
-        },
+    return f.offer(
+        oid,
+        session_id,
+        alternatives,
+        sent_at=now - timedelta(hours=3),
+        expires_at=now + timedelta(hours=21),
     )
 
 

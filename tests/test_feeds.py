@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -54,20 +54,7 @@ def platform_events() -> list[dict[str, Any]]:
             client_name="Jane Doe",
             cancellation={"reason": "client_cancelled", "by": "client"},
         ),
-        f.event(
-            "offer.upserted",
-            {
-                "id": "o-1",
-                "version": 1,
-                "session_id": "s-1",
-                "alternatives": [
-                    {"start": a.isoformat(), "end": (a + timedelta(minutes=50)).isoformat()}
-                    for a in alts
-                ],
-                "sent_at": datetime.now(UTC).isoformat(),
-                "state": "pending",
-            },
-        ),
+        f.offer("o-1", "s-1", alts),
         f.event(
             "reserved_slot.upserted",
             {

@@ -122,20 +122,8 @@ def test_notify_reaches_a_listener_only_when_the_transaction_commits(pg_app: App
         assert not event.wait(1.5)
         session = f.session("s-1", f.future(days=2), therapist_id="t-1")
         assert pg_app.ingestor().ingest(session).ok
-        alt = f.future(days=3)
-        offer = f.event(
-            "offer.upserted",
-            {
-                "id": "o-1",
-                "version": 1,
-                "session_id": "s-1",
-                "alternatives": [
-                    {"start": alt.isoformat(), "end": (alt + timedelta(minutes=50)).isoformat()}
-                ],
-                "sent_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-                "state": "pending",
-            },
-        )
+        sent = datetime.now(UTC) - timedelta(minutes=1)
+        offer = f.offer("o-1", "s-1", [f.future(days=3)], sent_at=sent)
         outcome = pg_app.ingestor().ingest(offer)
         assert outcome.ok, outcome
         assert event.wait(5)
@@ -263,22 +251,6 @@ def test_every_request_of_a_pass_carries_its_pass_id(
         app.close()
 
 
-def _offer_event(oid: str, sid: str, tid: str, alt: datetime, sent: datetime) -> dict[str, object]:
-    return f.event(
-        "offer.upserted",
-        {
-            "id": oid,
-            "version": 1,
-            "session_id": sid,
-            "alternatives": [
-                {"start": alt.isoformat(), "end": (alt + timedelta(minutes=50)).isoformat()}
-            ],
-            "sent_at": sent.isoformat(),
-            "state": "pending",
-        },
-    )
-
-
 @pytest.mark.postgres
 def test_sweeps_racing_on_many_replicas_expire_each_offer_once(pg_app: App) -> None:
     from sqlalchemy import func
@@ -295,7 +267,7 @@ def test_sweeps_racing_on_many_replicas_expire_each_offer_once(pg_app: App) -> N
         for day in range(1, 41):
             sid = f"s-{t}-{day}"
             events.append(f.session(sid, f.future(days=day, hour=9), therapist_id=tid))
-            events.append(_offer_event(f"o-{t}-{day}", sid, tid, f.future(days=day, hour=14), sent))
+            events.append(f.offer(f"o-{t}-{day}", sid, [f.future(days=day, hour=14)], sent_at=sent))
             n += 1
     ingest = pg_app.ingestor()
     for e in events:
