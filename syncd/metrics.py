@@ -93,7 +93,7 @@ def snapshot(s: Session, now: datetime, alive_within: timedelta = timedelta(minu
         snap.connections[state] = int(n)
     snap.leases = replicas.leases_by_owner(s, now)
     snap.replicas = {"alive": 0, "stale": 0}
-    for r in replicas.overview(s, now, alive_within):
+    for r in replicas.overview(s, now, alive_within, snap.leases):
         snap.replicas["alive" if r.alive else "stale"] += 1
     return snap
 

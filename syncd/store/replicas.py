@@ -75,8 +75,12 @@ def leases_by_owner(s: Session, now: datetime) -> dict[str, int]:
     return {str(owner): int(n) for owner, n in rows}
 
 
-def overview(s: Session, now: datetime, alive_within: timedelta) -> list[ReplicaInfo]:
-    leases = leases_by_owner(s, now)
+def overview(
+    s: Session, now: datetime, alive_within: timedelta, leases: dict[str, int] | None = None
+) -> list[ReplicaInfo]:
+    """Registered replicas, oldest first; ``leases`` when the caller already read them."""
+    if leases is None:
+        leases = leases_by_owner(s, now)
     return [
         ReplicaInfo(
             r.id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -176,12 +176,12 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
             return denied
 
         def read() -> dict[str, Any]:
+            now = app.clock()
+            alive_within = timedelta(seconds=app.config.daemon.lease_seconds)
             with app.sessions() as s:
-                leases = replicas.leases_by_owner(s, app.clock())
-            return {
-                "replicas": [replica_json(r) for r in operations.replica_overview(app)],
-                "leases": leases,
-            }
+                leases = replicas.leases_by_owner(s, now)  # read once, for both answers
+                found = replicas.overview(s, now, alive_within, leases)
+            return {"replicas": [replica_json(r) for r in found], "leases": leases}
 
         return JSONResponse(await asyncio.get_running_loop().run_in_executor(None, read))
 
