@@ -8,6 +8,7 @@ stand-in does not verify the certificate (a real deployment has one from a publi
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -120,10 +121,8 @@ class TLSForwarder:
                 pass
             finally:
                 for sock in (src, dst):
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
 
         back = threading.Thread(target=pump, args=(upstream, tls), daemon=True)
         back.start()
