@@ -93,6 +93,8 @@ def run(ctx: click.Context) -> None:
     """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     from syncd.daemon import Daemon
 
+    if problem := config_mod.google_push_problem(_config(ctx)):
+        raise CliError(problem)
     app = _app(ctx)
     daemon = Daemon(app, config_path=ctx.obj.get("config_path"))
 
@@ -726,5 +728,7 @@ def upgrade(ctx: click.Context) -> None:
 def check_config(ctx: click.Context) -> None:
     """Validate the configuration and print the effective values."""
     cfg = _config(ctx)
+    if problem := config_mod.google_push_problem(cfg):
+        raise CliError(problem)
     console.print_json(cfg.model_dump_json())
     console.print("configuration is valid")

@@ -26,6 +26,7 @@ from syncd.store.tables import ConnectionRow, MirrorRow, OutboxRow
 from tests import factories as f
 from tests.conftest import make_config, write_config
 from tests.google_standin import GoogleStandIn
+from tests.google_standin.fixtures import entry_uid
 from tests.inprocess import run_daemon_until
 from tests.proc import jsonl, run_syncd, start_syncd, wait_for
 
@@ -148,7 +149,7 @@ def test_initial_mirror_of_500_is_batched(world: World) -> None:
     assert world.g.requests - busy_reading <= 12, calls
     assert calls.get("batch") == 10 and calls.get("events.insert") == 500
     ours = world.ours(world.calendar(cid))
-    assert len(ours) == 500 and len({e["iCalUID"] for e in ours}) == 500
+    assert len(ours) == 500 and len({entry_uid(e) for e in ours}) == 500
     assert world.mirror_rows() == 500
     world.g.reset_counts()
     sync(engine, "t-ann")  # nothing changed: one incremental listing
@@ -176,7 +177,7 @@ def test_a_crash_between_the_writes_and_their_record_duplicates_nothing(
     assert len(world.ours(calendar)) == 50 and world.mirror_rows() == 0
     sync(world.app.engine(), "t-ann")  # a fresh process
     ours = world.ours(calendar)
-    assert len(ours) == 120 and len({e["iCalUID"] for e in ours}) == 120
+    assert len(ours) == 120 and len({entry_uid(e) for e in ours}) == 120
     assert world.mirror_rows() == 120
 
 
@@ -208,7 +209,7 @@ def test_killing_a_real_daemon_mid_mirror_duplicates_nothing(world: World) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     ours = world.ours(calendar)
-    assert len(ours) == n and len({e["iCalUID"] for e in ours}) == n
+    assert len(ours) == n and len({entry_uid(e) for e in ours}) == n
 
 
 def test_a_concurrent_edit_gets_412_then_is_reread_and_reapplied(
@@ -219,7 +220,7 @@ def test_a_concurrent_edit_gets_412_then_is_reread_and_reapplied(
     engine = world.app.engine()
     sync(engine, "t-ann")
     calendar = world.calendar(cid)
-    target = next(e for e in world.ours(calendar) if e["iCalUID"] == uid_for("session", "s-001"))
+    target = next(e for e in world.ours(calendar) if entry_uid(e) == uid_for("session", "s-001"))
     moved = f.future(days=20)
     ingest(
         world.app,
@@ -308,7 +309,7 @@ def test_an_expired_sync_token_means_one_full_listing_then_incremental(world: Wo
     sync(engine, "t-ann")
     assert dict(world.g.calls) == {"events.list": 1}
     ours = world.ours(world.calendar(cid))
-    assert len(ours) == 6 and len({e["iCalUID"] for e in ours}) == 6
+    assert len(ours) == 6 and len({entry_uid(e) for e in ours}) == 6
 
 
 def free_port() -> int:
@@ -478,7 +479,7 @@ def test_a_reply_cut_off_mid_body_is_retried_and_the_pass_converges(
         sync(app.engine(), "t-ann")
         assert proxy.injected[Action.TRUNCATE] == 1
         ours = world.ours(world.calendar(cid))
-        assert len(ours) == 3 and len({e["iCalUID"] for e in ours}) == 3
+        assert len(ours) == 3 and len({entry_uid(e) for e in ours}) == 3
         assert world.mirror_rows() == 3
     finally:
         app.close()

@@ -28,6 +28,7 @@ __all__ = [
     "GoogleAccount",
     "build_service",
     "credentials_for",
+    "entry_uid",
     "google_account",
     "google_service",
     "google_standin",
@@ -78,6 +79,13 @@ def build_service(
     )
     http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
     return build_from_document(stand_in.discovery_document(), http=http)
+
+
+def entry_uid(event: dict[str, Any]) -> str:
+    """The UID of the entry syncd wrote as ``event``: kept in a private extended property, since
+    syncd supplies only the event id at creation (Google's iCalUID is then its own)."""
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    return str(private.get("syncdUid") or event.get("iCalUID"))
 
 
 @pytest.fixture
