@@ -25,10 +25,14 @@ from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, MirrorRow, OutboxRow
 from tests import factories as f
 from tests.conftest import make_config, write_config
-from tests.google_standin import GoogleStandIn
+from tests.google_standin import GoogleStandIn, fixtures
 from tests.google_standin.fixtures import entry_uid
 from tests.inprocess import run_daemon_until
 from tests.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.tls import TLSForwarder
+
+# Every test here runs against each profile of Google's undocumented behaviour.
+google_standin = fixtures.google_standin_every_mode
 
 CLIENT_ID, CLIENT_SECRET = "syncd-client", "syncd-client-secret"
 ANN, BOB = "ann@example.com", "bob@example.com"
@@ -326,10 +330,12 @@ def test_a_push_notification_triggers_a_pass_at_once(
     g.add_account(ANN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     monkeypatch.setenv("SYNCD_GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
     port = free_port()
+    # Google pushes only to HTTPS: the forwarder plays the operator's TLS reverse proxy.
+    proxy = TLSForwarder(port).__enter__()
     cfg = make_config(
         tmp_path / "state",
         google=google_section(g),
-        http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        http={"port": port, "public_url": proxy.url},
         sync={"interval": 3600},  # the periodic pass cannot be what repairs it
     )
     app = App.open(cfg)
@@ -343,7 +349,8 @@ def test_a_push_notification_triggers_a_pass_at_once(
             # The therapist's browser, on its own thread: the daemon's loop serves the callback.
             url = google_link.authorization_url(app, "t-ann")
             g.consenting_account = ANN
-            page = httpx.get(url, follow_redirects=True, timeout=10)
+            # The test's own certificate: the browser is told to trust it.
+            page = httpx.get(url, follow_redirects=True, timeout=10, verify=False)
             state["page"] = (page.status_code, page.text)
 
         def scenario(daemon: Any) -> bool:
@@ -376,8 +383,10 @@ def test_a_push_notification_triggers_a_pass_at_once(
         assert daemon.passes > state["passes"]
         states = [n.resource_state for n in g.notifications_sent]
         assert states[0] == "sync" and "exists" in states
+        assert all(n.address.startswith("https://") for n in g.notifications_sent)
     finally:
         app.close()
+        proxy.__exit__(None, None, None)
 
 
 def test_disconnect_removes_the_calendar_and_revokes_the_grant(world: World) -> None:
@@ -417,7 +426,7 @@ def test_replicas_renewing_one_watch_at_once_leave_exactly_one_channel_open(
     cfg = make_config(
         tmp_path / "state",
         google=google_section(g),
-        http={"port": 0, "public_url": "http://127.0.0.1:9"},
+        http={"port": 0, "public_url": "https://127.0.0.1:9"},
     )
     app = App.open(cfg)
     try:

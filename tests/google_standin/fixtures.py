@@ -22,7 +22,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 
-from tests.google_standin.server import GoogleStandIn
+from tests.google_standin.server import MODE_PROFILES, GoogleStandIn
 
 __all__ = [
     "GoogleAccount",
@@ -32,6 +32,7 @@ __all__ = [
     "google_account",
     "google_service",
     "google_standin",
+    "google_standin_every_mode",
 ]
 
 DEFAULT_EMAIL = "therapist@example.com"
@@ -91,6 +92,14 @@ def entry_uid(event: dict[str, Any]) -> str:
 @pytest.fixture
 def google_standin() -> Iterator[GoogleStandIn]:
     with GoogleStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(name="google_standin", params=sorted(MODE_PROFILES))
+def google_standin_every_mode(request: pytest.FixtureRequest) -> Iterator[GoogleStandIn]:
+    """The stand-in in each of its profiles of undocumented behaviour (MODE_PROFILES): a test
+    module that assigns this to ``google_standin`` runs every test against each of them."""
+    with GoogleStandIn(**MODE_PROFILES[request.param]) as stand_in:
         yield stand_in
 
 
