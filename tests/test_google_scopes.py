@@ -40,3 +40,27 @@ def test_the_modes_ask_for_no_broad_scope() -> None:
 def test_the_mode_follows_the_calendar_choice() -> None:
     assert mode_for(None) is ConnectionMode.DEDICATED
     assert mode_for("primary") is ConnectionMode.EXISTING
+
+
+def test_pacing_counts_every_batch_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each part of a batch counts toward Google's per-user limit ("Send batch requests"): after
+    a batch of n parts the next request waits n intervals, not one."""
+    from connectors import google
+    from connectors.google import GoogleConnector, GoogleSettings
+
+    clock = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        clock[0] += seconds
+
+    monkeypatch.setattr(google.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(google.time, "sleep", sleep)
+    connector = GoogleConnector(
+        GoogleSettings(refresh_token="r", client_id="c", client_secret="s", min_interval=0.1)
+    )
+    connector._pace(50)  # a batch of 50 parts
+    connector._pace(1)
+    connector._pace(1)
+    assert slept == [5.0, 0.1]
