@@ -6,6 +6,8 @@ engine decides retry / repair / give-up without knowing which provider it talks 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ConnectorError(Exception):
     """Base of everything a connector raises on purpose."""
@@ -56,3 +58,15 @@ class InvalidSyncToken(ConnectorError):
 
 class ProtocolError(ConnectorError):
     """The server answered something we cannot interpret (permanent, not retried)."""
+
+
+class BusyIncomplete(ConnectorError):
+    """Busy time was read for some calendars but not for others (Google's freeBusy answers an
+    error per calendar). ``intervals`` holds what was read; ``failed`` maps each calendar ref
+    that could not be read to the reason, so only those keep their last known busy time."""
+
+    def __init__(self, intervals: list[Any], failed: dict[str, str]) -> None:
+        listed = ", ".join(f"{ref}: {reason}" for ref, reason in sorted(failed.items()))
+        super().__init__(f"busy time of {len(failed)} calendar(s) could not be read ({listed})")
+        self.intervals = intervals
+        self.failed = failed

@@ -60,7 +60,7 @@ from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
-from connectors import google_ical
+from connectors import google_ical, google_series
 from connectors.base import (
     BusyInterval,
     BusyOptions,
@@ -75,6 +75,7 @@ from connectors.errors import (
     AlreadyExists,
     AuthFailed,
     AuthRevoked,
+    BusyIncomplete,
     ConnectorError,
     InvalidSyncToken,
     NotFound,
@@ -88,19 +89,16 @@ T = TypeVar("T")
 
 GOOGLE_API = "https://www.googleapis.com/"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
-# The dedicated-calendar mode needs no access to the therapist's other calendars' events.
-SCOPES_DEDICATED = (
-    "https://www.googleapis.com/auth/calendar.app.created",
-    "https://www.googleapis.com/auth/calendar.freebusy",
-    "https://www.googleapis.com/auth/calendar.calendarlist.readonly",
-)
-# Writing into a calendar the therapist already owns needs the owned-events scope too.
-SCOPE_OWNED_EVENTS = "https://www.googleapis.com/auth/calendar.events.owned"
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
-QUOTA_BACKOFF = 300.0
+# A calendar over its usage limits stays so for hours ("Avoid Calendar use limits"); without a
+# Retry-After from Google, that calendar is left alone this long before one write is tried.
+QUOTA_BACKOFF = 3600.0
 MARKER = "[syncd:{}]"
 MAX_GENERATIONS = 50
+# An etag syncd reports for a series whose occurrences the therapist changed: never equal to a
+# recorded one, so the planner schedules a repair (see google_series).
+TAMPERED = "tampered:"
 # freebusy.query: calendars per request (calendarExpansionMax) and the longest span Google takes.
 FREEBUSY_MAX_CALENDARS = 50
 FREEBUSY_MAX_SPAN = timedelta(days=60)
@@ -109,7 +107,6 @@ BUSY_EVENT_FIELDS = (
     "items(id,iCalUID,status,transparency,start,end,extendedProperties/private/"
     f"{google_ical.PROP_OWNED}),nextPageToken,timeZone"
 )
-FREEBUSY_TRANSIENT_REASONS = {"internalError", "backendError"}
 
 
 @dataclass(frozen=True)
@@ -136,6 +133,15 @@ def generation(name: str, n: int) -> str:
         return name
     stem, dot, ext = name.rpartition(".")
     return f"{stem}~{n}.{ext}" if dot else f"{name}~{n}"
+
+
+def split_generation(name: str) -> tuple[str, int]:
+    """``x~3.ics`` → (``x.ics``, 3); a name without a generation is generation 0."""
+    stem, dot, ext = name.rpartition(".")
+    head, tilde, n = stem.rpartition("~")
+    if dot and tilde and n.isdigit() and head:
+        return f"{head}.{ext}", int(n)
+    return name, 0
 
 
 def event_id_for(name: str) -> str:
@@ -187,27 +193,19 @@ def _retry_after(value: str | None) -> float | None:
     return None
 
 
-class FreeBusyCalendarError(Exception):
-    """freebusy.query answered 200 but reported an error for one calendar; only ever fed to
-    :func:`translate`."""
+class _SequenceTooLow(ProtocolError):
+    """400 invalidSequenceValue: the event's sequence on Google is higher than the one sent."""
 
-    def __init__(self, calendar: str, reason: str) -> None:
-        super().__init__(f"calendar {calendar}: {reason}")
-        self.calendar = calendar
-        self.reason = reason
+
+class _NotBatched(ProtocolError):
+    """A write the batch leaves to the single-write path (a series whose occurrences the
+    therapist changed: putting them back takes more than one request)."""
 
 
 def translate(exc: BaseException, what: str) -> ConnectorError:
     """The one place Google library, auth and transport errors become connector errors."""
     if isinstance(exc, ConnectorError):
         return exc
-    if isinstance(exc, FreeBusyCalendarError):
-        message = f"{what}: {exc}"
-        if exc.reason == "notFound":
-            return NotFound(message)
-        if exc.reason in FREEBUSY_TRANSIENT_REASONS:
-            return Transient(message)
-        return ProtocolError(message)
     if isinstance(exc, HttpError):
         status = int(exc.resp.status)
         reason = _reason(exc)
@@ -229,6 +227,8 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
             return InvalidSyncToken(message) if reason == "fullSyncRequired" else NotFound(message)
         if status == 412:
             return PreconditionFailed(message)
+        if status == 400 and reason == "invalidSequenceValue":
+            return _SequenceTooLow(message)
         return ProtocolError(message)
     if isinstance(exc, google.auth.exceptions.RefreshError):
         text = str(exc)
@@ -390,8 +390,10 @@ class GoogleConnector:
         self._events_resource: Any = None
         # The account's calendar list as busy time needs it, read once per instance.
         self._calendar_entries: dict[str, _CalendarEntry] | None = None
-        self._last_request = 0.0
+        self._ready_at = 0.0
         self._pace_lock = threading.Lock()
+        # The sequence Google holds for each event seen, so a repair never sends a lower one.
+        self._sequences: dict[str, int] = {}
 
     # -- addressing -------------------------------------------------------------------------
 
@@ -434,16 +436,20 @@ class GoogleConnector:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _pace(self) -> None:
-        # Google counts requests per user: spacing them keeps one busy therapist under the
-        # per-user rate limit instead of bursting into 403s.
-        if self.settings.min_interval <= 0:
+    def _pace(self, cost: int = 1) -> None:
+        # Google counts requests per user, each part of a batch as one ("Send batch requests"):
+        # after a request of ``cost`` calls the next waits ``cost`` intervals, which keeps one
+        # busy therapist under the per-user rate limit instead of bursting into 403s.
+        interval = self.settings.min_interval
+        if interval <= 0:
             return
         with self._pace_lock:
-            wait = self._last_request + self.settings.min_interval - time.monotonic()
+            now = time.monotonic()
+            wait = self._ready_at - now
             if wait > 0:
                 time.sleep(wait)
-            self._last_request = time.monotonic()
+                now = time.monotonic()
+            self._ready_at = now + cost * interval
 
     def _execute(self, request: Any, what: str, *, if_match: str | None = None) -> Any:
         if if_match:
@@ -465,7 +471,11 @@ class GoogleConnector:
         if self._calendar is not None and self._verified:
             return self._calendar_url(self._calendar)
         if self._calendar is not None:
-            self._execute(self._service.calendars().get(calendarId=self._calendar), "calendars.get")
+            # calendarList.get, not calendars.get: it is permitted by the calendar-list scope
+            # both connection modes hold (connectors.google_scopes).
+            self._execute(
+                self._service.calendarList().get(calendarId=self._calendar), "calendarList.get"
+            )
         else:
             self._calendar = self._find_or_create_dedicated()
         self._verified = True
@@ -511,6 +521,8 @@ class GoogleConnector:
     def _list(self, calendar: str, token: str | None) -> Changes:
         changed: dict[str, str] = {}
         deleted: set[str] = set()
+        masters: dict[str, dict[str, Any]] = {}
+        exceptions: dict[str, list[dict[str, Any]]] = {}
         page: str | None = None
         while True:
             params: dict[str, Any] = {"calendarId": calendar, "maxResults": 2500}
@@ -522,6 +534,15 @@ class GoogleConnector:
                 params["showDeleted"] = False
             response = self._execute(self._events().list(**params), "events.list")
             for event in response.get("items", []):
+                self._remember(event)
+                master = event.get("recurringEventId")
+                if master and not name_for_event_id(str(master)).startswith("id:"):
+                    # An occurrence of one of syncd's series, changed in Google: judged below
+                    # against its series, never an entry of its own.
+                    exceptions.setdefault(str(master), []).append(event)
+                    continue
+                if event.get("recurrence") and event.get("status") != "cancelled":
+                    masters[str(event["id"])] = event
                 href = self._href(event["id"])
                 if event.get("status") == "cancelled":
                     if token:
@@ -532,12 +553,43 @@ class GoogleConnector:
                     deleted.discard(href)
             page = response.get("nextPageToken")
             if not page:
+                self._flag_tampered_series(calendar, masters, exceptions, changed, deleted)
                 return Changes(
                     full=token is None,
                     changed=changed,
                     deleted=frozenset(deleted),
                     token=response.get("nextSyncToken"),
                 )
+
+    def _remember(self, event: dict[str, Any]) -> None:
+        if isinstance(event.get("sequence"), int):
+            self._sequences[str(event["id"])] = int(event["sequence"])
+
+    def _flag_tampered_series(
+        self,
+        calendar: str,
+        masters: dict[str, dict[str, Any]],
+        exceptions: dict[str, list[dict[str, Any]]],
+        changed: dict[str, str],
+        deleted: set[str],
+    ) -> None:
+        """Report a series of syncd's whose occurrences the therapist moved, edited or deleted
+        as changed, under an etag no record holds, so the planner repairs it (:meth:`update`
+        puts the occurrences back). Exceptions syncd itself wrote back match their series and
+        change nothing."""
+        for master_id, instances in exceptions.items():
+            href = self._href(master_id)
+            if href in deleted:
+                continue
+            master = masters.get(master_id)
+            if master is None:
+                try:
+                    master = self._get(calendar, master_id)
+                except NotFound:
+                    continue
+                self._remember(master)
+            if any(google_series.tampered(master, i) for i in instances):
+                changed[href] = TAMPERED + str(master["etag"])
 
     # -- single writes ----------------------------------------------------------------------
 
@@ -555,6 +607,9 @@ class GoogleConnector:
 
     def _resource(self, name: str, body: str) -> dict[str, Any]:
         resource = google_ical.to_google(body, name)
+        # "only one of them should be supplied at event creation time" (events resource,
+        # iCalUID): the id carries syncd's name; the UID travels in a private property.
+        resource.pop("iCalUID", None)
         resource["id"] = event_id_for(name)
         if self.settings.color_id:
             resource["colorId"] = self.settings.color_id
@@ -568,9 +623,13 @@ class GoogleConnector:
         return resource
 
     def create(self, name: str, body: str) -> RemoteItem:
+        """Insert ``name``; when its id is burnt (a deleted event held it), the next
+        generation. A name that already carries a generation (``x~3.ics``, the one last used)
+        starts there, so an entry deleted again and again never walks all generations."""
         calendar = self._require_calendar()
-        for n in range(MAX_GENERATIONS):
-            named = generation(name, n)
+        base, first = split_generation(name)
+        for n in range(first, first + MAX_GENERATIONS):
+            named = generation(base, n)
             resource = self._resource(named, body)
             try:
                 event = self._execute(
@@ -583,35 +642,116 @@ class GoogleConnector:
         raise ProtocolError(f"{name}: deleted and re-created more than {MAX_GENERATIONS} times")
 
     def _burnt(self, calendar: str, named: str, resource: dict[str, Any]) -> None:
-        """After a 409: returns when the id belongs to a deleted event (try the next
-        generation); raises AlreadyExists when a live event holds the id or the UID."""
+        """After a 409: returns when the id belongs to a deleted event, or to one Google has
+        purged since (get answers 404): try the next generation. Raises AlreadyExists when a
+        live event holds the id. (No iCalUID is sent, so the id is the only thing that can
+        clash.)"""
         try:
             current = self._execute(
                 self._events().get(calendarId=calendar, eventId=resource["id"]), "events.get"
             )
         except NotFound:
-            raise AlreadyExists(f"UID {resource.get('iCalUID')} is used by another event") from None
+            return
         if current.get("status") == "cancelled":
             return
         raise AlreadyExists(f"{named} already exists", href=self._href(current["id"]))
+
+    def _with_sequence(self, event_id: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """Google refuses a sequence lower than the event's (400 invalidSequenceValue), and
+        raises it itself when the therapist moves the event: send at least the known one."""
+        known = self._sequences.get(event_id)
+        if known is not None and known > int(resource.get("sequence") or 0):
+            resource["sequence"] = known
+        return resource
 
     def update(self, href: str, body: str, etag: str) -> RemoteItem:
         calendar = self._require_calendar()
         event_id = self._event_id(href)
         name = href[len(self._prefix()) :]
-        resource = self._resource(name, body)
+        resource = self._with_sequence(event_id, self._resource(name, body))
+        etag = etag.removeprefix(TAMPERED)
         try:
-            event = self._execute(
-                self._events().update(calendarId=calendar, eventId=event_id, body=resource),
-                "events.update",
-                if_match=etag,
-            )
+            try:
+                event = self._write_update(calendar, event_id, resource, etag)
+            except _SequenceTooLow:
+                current = self._get(calendar, event_id)
+                resource["sequence"] = int(current.get("sequence") or 0)
+                event = self._write_update(calendar, event_id, resource, etag)
         except (PreconditionFailed, AuthFailed):
             # 412 after someone's edit, or Google's 403 for updating a deleted event: which one
             # it was decides between PreconditionFailed and NotFound.
             self._get(calendar, event_id)
             raise
+        if resource.get("recurrence"):
+            return self._restore_occurrences(calendar, href, name, body, event)
         return RemoteItem(href, event["etag"])
+
+    def _write_update(
+        self, calendar: str, event_id: str, resource: dict[str, Any], etag: str
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = self._execute(
+            self._events().update(calendarId=calendar, eventId=event_id, body=resource),
+            "events.update",
+            if_match=etag,
+        )
+        self._remember(event)
+        return event
+
+    def _restore_occurrences(
+        self, calendar: str, href: str, name: str, body: str, master: dict[str, Any]
+    ) -> RemoteItem:
+        """Put back every occurrence of a series the therapist moved, edited or deleted. An
+        occurrence Google will not let syncd write back (a deleted one, in some of Google's
+        behaviours) makes syncd replace the whole series under its next generation."""
+        broken = [
+            i for i in self._exceptions(calendar, master["id"]) if google_series.tampered(master, i)
+        ]
+        for instance in broken:
+            try:
+                self._execute(
+                    self._events().update(
+                        calendarId=calendar,
+                        eventId=instance["id"],
+                        body=google_series.restored(master, instance),
+                    ),
+                    "events.update",
+                )
+            except (NotFound, AuthFailed, PreconditionFailed, ProtocolError) as exc:
+                if isinstance(exc, AuthRevoked):
+                    raise
+                log.info("an occurrence of %s cannot be written back (%s): new series", href, exc)
+                return self._replace_series(calendar, href, name, body, master)
+        return RemoteItem(href, master["etag"])
+
+    def _exceptions(self, calendar: str, master_id: str) -> list[dict[str, Any]]:
+        """The series' exception instances, cancelled ones included (events.instances)."""
+        found: list[dict[str, Any]] = []
+        page: str | None = None
+        while True:
+            params: dict[str, Any] = {
+                "calendarId": calendar,
+                "eventId": master_id,
+                "showDeleted": True,
+                "maxResults": 2500,
+            }
+            if page:
+                params["pageToken"] = page
+            response = self._execute(self._events().instances(**params), "events.instances")
+            found.extend(response.get("items", []))
+            page = response.get("nextPageToken")
+            if not page:
+                return found
+
+    def _replace_series(
+        self, calendar: str, href: str, name: str, body: str, master: dict[str, Any]
+    ) -> RemoteItem:
+        base, n = split_generation(name)
+        item = self.create(generation(base, n + 1), body)
+        with contextlib.suppress(NotFound):
+            self._execute(
+                self._events().delete(calendarId=calendar, eventId=master["id"]), "events.delete"
+            )
+        return item
 
     def delete(self, href: str, etag: str | None) -> None:
         calendar = self._require_calendar()
@@ -651,7 +791,12 @@ class GoogleConnector:
             return done
 
         batch = self._service.new_batch_http_request()
+        parts = 0
         for i, w in enumerate(writes):
+            if w.op == "update" and (w.etag or "").startswith(TAMPERED):
+                hrefs.append(w.href or "")
+                results[i] = _NotBatched(f"{w.href}: occurrences to restore")
+                continue
             if w.op == "create":
                 assert w.name is not None and w.body is not None
                 hrefs.append(self.href_for(w.name))
@@ -662,10 +807,11 @@ class GoogleConnector:
                 assert w.href is not None and w.body is not None
                 hrefs.append(w.href)
                 name = w.href[len(self._prefix()) :]
+                event_id = self._event_id(w.href)
                 request = self._events().update(
                     calendarId=calendar,
-                    eventId=self._event_id(w.href),
-                    body=self._resource(name, w.body),
+                    eventId=event_id,
+                    body=self._with_sequence(event_id, self._resource(name, w.body)),
                 )
             else:
                 assert w.href is not None
@@ -674,9 +820,11 @@ class GoogleConnector:
             if w.etag and w.op != "create":
                 request.headers["If-Match"] = w.etag
             batch.add(request, callback=callback_for(i))
-        self._pace()
-        with _translated("batch"):
-            batch.execute()
+            parts += 1
+        if parts:
+            self._pace(parts)
+            with _translated("batch"):
+                batch.execute()
         return results
 
     # -- busy time (BusyReader) -------------------------------------------------------------
@@ -719,7 +867,12 @@ class GoogleConnector:
                 found.extend(self._listed_busy(ref, calendar_id, zone, start, end, options))
             else:
                 by_freebusy.append((ref, calendar_id))
-        found.extend(self._freebusy(by_freebusy, start, end))
+        try:
+            found.extend(self._freebusy(by_freebusy, start, end))
+        except BusyIncomplete as partial:
+            found.extend(partial.intervals)
+            found.sort(key=lambda i: (i.start, i.end, i.calendar, i.ref or ""))
+            raise BusyIncomplete(found, partial.failed) from None
         found.sort(key=lambda i: (i.start, i.end, i.calendar, i.ref or ""))
         return found
 
@@ -795,6 +948,7 @@ class GoogleConnector:
         if not calendars:
             return []
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
+        failed: dict[str, str] = {}
         for first in range(0, len(calendars), FREEBUSY_MAX_CALENDARS):
             group = calendars[first : first + FREEBUSY_MAX_CALENDARS]
             ids = list(dict.fromkeys(calendar_id for _, calendar_id in group))
@@ -812,9 +966,13 @@ class GoogleConnector:
                 with _translated("freebusy.query"):
                     answers = response.get("calendars") or {}
                     for calendar_id in ids:
-                        answer = answers[calendar_id]
-                        for error in answer.get("errors") or []:
-                            raise FreeBusyCalendarError(calendar_id, str(error.get("reason")))
+                        answer = answers.get(calendar_id) or {"errors": [{"reason": "missing"}]}
+                        errors = answer.get("errors") or []
+                        if errors:
+                            # One calendar's error (deleted since it was chosen, no longer
+                            # shared, a backend hiccup) leaves the others' answers good.
+                            failed[calendar_id] = str(errors[0].get("reason") or "unknown")
+                            continue
                         for period in answer.get("busy") or []:
                             clipped = _clip(
                                 datetime.fromisoformat(period["start"]).astimezone(UTC),
@@ -825,11 +983,16 @@ class GoogleConnector:
                             if clipped is not None:
                                 spans.setdefault(calendar_id, []).append(clipped)
                 piece_start = piece_end
-        return [
+        found = [
             BusyInterval(s, e, calendar=ref)
             for ref, calendar_id in dict.fromkeys(calendars)
+            if calendar_id not in failed
             for s, e in _merged(spans.get(calendar_id, []))
         ]
+        if failed:
+            refs = {calendar_id: ref for ref, calendar_id in calendars}
+            raise BusyIncomplete(found, {refs[c]: reason for c, reason in failed.items()})
+        return found
 
     # -- push -------------------------------------------------------------------------------
 

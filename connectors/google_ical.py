@@ -22,9 +22,12 @@ from connectors.errors import ProtocolError
 PROP_OWNED = "syncd"
 PROP_NAME = "syncdName"
 PROP_FINGERPRINT = "syncdFp"
+PROP_UID = "syncdUid"  # the entry's UID: Google's iCalUID is left to Google (one of id/iCalUID)
 PROP_BODY = "syncdBody"  # syncdBody0, syncdBody1, … (Google caps a value at 1024 characters)
 CHUNK = 1000
-MAX_CHUNKS = 28  # Google caps all extended properties of an event at 32 kB
+# Google caps one event's extended properties at 32 kB, keys and values together (extended
+# properties guide, "Limits"); counted in UTF-8 bytes, the stricter reading.
+MAX_PROPERTY_BYTES = 32 * 1024
 
 _STATUS = {"CONFIRMED": "confirmed", "TENTATIVE": "tentative", "CANCELLED": "cancelled"}
 _VISIBILITY = {"PRIVATE": "private", "PUBLIC": "public", "CONFIDENTIAL": "confidential"}
@@ -124,10 +127,16 @@ def to_google(body: str, name: str) -> dict[str, Any]:
     """The event resource to write for ``body`` under resource name ``name``."""
     fields = fields_from_ical(body)
     chunks = [body[i : i + CHUNK] for i in range(0, len(body), CHUNK)]
-    if len(chunks) > MAX_CHUNKS:
-        raise ProtocolError(f"event body of {len(body)} characters is too large for Google")
-    private = {PROP_OWNED: "1", PROP_NAME: name, PROP_FINGERPRINT: fingerprint(fields)}
+    private = {
+        PROP_OWNED: "1",
+        PROP_NAME: name,
+        PROP_FINGERPRINT: fingerprint(fields),
+        PROP_UID: fields["iCalUID"],
+    }
     private.update({f"{PROP_BODY}{i}": chunk for i, chunk in enumerate(chunks)})
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in private.items())
+    if size > MAX_PROPERTY_BYTES:
+        raise ProtocolError(f"event body of {len(body)} characters is too large for Google")
     fields["extendedProperties"] = {"private": private}
     return fields
 
@@ -161,7 +170,8 @@ def _rebuild(event: dict[str, Any]) -> str:
     cal.add("prodid", "-//syncd//google connector//EN")
     cal.add("version", "2.0")
     ev = icalendar.Event()
-    ev.add("uid", event.get("iCalUID") or event.get("id", ""))
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    ev.add("uid", private.get(PROP_UID) or event.get("iCalUID") or event.get("id", ""))
     updated = event.get("updated")
     ev.add(
         "dtstamp",

@@ -93,6 +93,8 @@ def run(ctx: click.Context) -> None:
     """Run the daemon until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     from syncd.daemon import Daemon
 
+    if problem := config_mod.google_push_problem(_config(ctx)):
+        raise CliError(problem)
     app = _app(ctx)
     daemon = Daemon(app, config_path=ctx.obj.get("config_path"))
 
@@ -343,6 +345,19 @@ def _busy_cell(state: str, as_of: datetime | None, now: datetime) -> str:
     return f"[{colour}]{state}[/] {_ago(as_of, now)}"
 
 
+def _problems(r: Any, now: datetime) -> str:
+    from rich.markup import escape
+
+    parts = []
+    if r.paused_until is not None:
+        parts.append(f"[yellow]paused until {r.paused_until:%Y-%m-%d %H:%M} UTC[/]")
+    if r.last_error:
+        parts.append(escape(r.last_error))
+    if r.busy_error:
+        parts.append(f"busy time: {escape(r.busy_error)}")
+    return "; ".join(parts)
+
+
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
@@ -385,7 +400,7 @@ def status(ctx: click.Context) -> None:
             else "-",
             str(r.drift),
             _busy_cell(r.busy_state, r.busy_as_of, now),
-            r.last_error or "",
+            _problems(r, now),
         )
     console.print(table)
     if not rows:
@@ -726,5 +741,7 @@ def upgrade(ctx: click.Context) -> None:
 def check_config(ctx: click.Context) -> None:
     """Validate the configuration and print the effective values."""
     cfg = _config(ctx)
+    if problem := config_mod.google_push_problem(cfg):
+        raise CliError(problem)
     console.print_json(cfg.model_dump_json())
     console.print("configuration is valid")

@@ -69,10 +69,33 @@ class GoogleConfig(_Section):
     calendar_name: str = "Therapy sessions (syncd)"
     color_id: str = ""
     reminder_minutes: list[int] | None = None
-    min_request_interval: float = Field(0.05, ge=0, le=10)
+    min_request_interval: float = Field(0.1, ge=0, le=10)  # 600 calls/min/user
     max_batch: int = Field(50, ge=1, le=1000)
     watch: bool = True
     watch_ttl: int = Field(7 * 24 * 3600, ge=300)
+
+    @field_validator("color_id")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        # Event colours are "1" to "11" (colors.get; events resource, colorId).
+        value = value.strip()
+        if value and value not in {str(n) for n in range(1, 12)}:
+            raise ValueError("must be an event colour id from 1 to 11, or empty")
+        return value
+
+    @field_validator("reminder_minutes")
+    @classmethod
+    def _reminders(cls, value: list[int] | None) -> list[int] | None:
+        # At most 5 override reminders, each 0 to 40320 minutes (4 weeks) before the event
+        # (events resource, reminders.overrides).
+        if value is None:
+            return value
+        if len(value) > 5:
+            raise ValueError(f"Google allows at most 5 reminders, {len(value)} given")
+        for minutes in value:
+            if not 0 <= minutes <= 40320:
+                raise ValueError(f"{minutes} is not between 0 and 40320 minutes (4 weeks)")
+        return value
 
 
 class AvailabilityConfig(_Section):
@@ -165,6 +188,19 @@ class Config(_Section):
     @property
     def key_file(self) -> Path:
         return self.security.key_file or self.daemon.state_dir / "secret.key"
+
+
+def google_push_problem(cfg: Config) -> str | None:
+    """Why the daemon cannot take Google push notifications as configured, if it cannot:
+    Google delivers them only to an HTTPS address ("Push notifications" guide)."""
+    url = cfg.http.public_url
+    if cfg.google.client_id and cfg.google.watch and url and not url.startswith("https://"):
+        return (
+            f"[http] public_url {url} must be an https:// address for Google push "
+            "notifications (Google sends them only over HTTPS); put syncd behind an HTTPS "
+            "reverse proxy, or set [google] watch = false"
+        )
+    return None
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import expiry, google_link, logs
 from syncd.app import App
+from syncd.config import ConfigError, google_push_problem
 from syncd.engine import PassReport
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
@@ -102,6 +103,8 @@ class Daemon:
         self._wake.set()
 
     async def serve(self) -> None:
+        if problem := google_push_problem(self.app.config):
+            raise ConfigError(problem)
         cfg = self.app.config.daemon
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,8 +31,8 @@ from connectors.errors import (
 from syncd import ical, logs, outbox, reconcile, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import AvailabilityConfig
-from syncd.plan import LOCAL_OPS, Action, Op, plan
-from syncd.project import Entry, project
+from syncd.plan import LOCAL_OPS, Action, Op, plan, resource_name
+from syncd.project import Entry, base_name, project
 from syncd.store import repo
 from syncd.store.tables import ConnectionRow
 
@@ -181,6 +181,12 @@ class Engine:
             out.error = "needs re-authorisation: reconnect the calendar (syncd connect)"
             out.error_class = "NeedsReauth"
             return out
+        now = self._clock()
+        if conn.backoff_until is not None and now < conn.backoff_until and not dry_run:
+            # The provider asked for a long pause (usage limits of this calendar): nothing is
+            # sent until then. Not a failure of the pass: the therapist's other connections
+            # and the periodic schedule go on; this one is tried again once the pause is over.
+            return out
         try:
             connector = self._connector(conn)
             # Known calendars are not re-verified: a pass with nothing changed costs one request,
@@ -229,7 +235,18 @@ class Engine:
             out.error_class = type(exc).__name__
             out.error, out.transient = f"temporarily unavailable: {exc}", True
             out.retry_after = exc.retry_after
-            self._failed(conn.id, ConnectionState.ERROR, out.error)
+            if exc.retry_after is not None and exc.retry_after > self._policy.cap:
+                # A long pause asked for (Google's usage limits last hours): this connection
+                # alone waits that long, visibly; retrying the therapist sooner would only
+                # spend requests (the skip above keeps push notifications from doing so).
+                until = self._clock() + timedelta(seconds=exc.retry_after)
+                out.error = (
+                    f"paused until {until:%Y-%m-%d %H:%M} UTC at the provider's request: {exc}"
+                )
+                out.retry_after = None
+                self._failed(conn.id, ConnectionState.ERROR, out.error, backoff_until=until)
+            else:
+                self._failed(conn.id, ConnectionState.ERROR, out.error)
         except ConnectorError as exc:
             out.error_class = type(exc).__name__
             out.error = f"{type(exc).__name__}: {exc}"
@@ -277,11 +294,16 @@ class Engine:
         results = self._retry(lambda: connector.write_many(writes))
         recorded: list[tuple[Action, RemoteItem | None]] = []
         retry_single: list[Action] = []
+        throttled: list[Transient] = []
         for action, result in zip(chunk, results, strict=True):
             if not isinstance(result, ConnectorError):
                 recorded.append((action, result))
             elif action.op is Op.DELETE and isinstance(result, NotFound):
                 recorded.append((action, None))  # already gone: as good as deleted
+            elif isinstance(result, Transient):
+                # Rate limited or failing part: resending it at once would only meet the same
+                # limit. It stays planned and the pass ends with backoff (below).
+                throttled.append(result)
             else:
                 retry_single.append(action)
 
@@ -292,16 +314,33 @@ class Engine:
         self._commit(record)
         for action in retry_single:
             self._apply(connector, connection_id, action)  # type: ignore[arg-type]
+        if throttled:
+            hints = [t.retry_after for t in throttled if t.retry_after is not None]
+            raise Transient(
+                f"{len(throttled)} of {len(chunk)} batched writes refused for now: {throttled[0]}",
+                max(hints) if hints else None,
+            )
         return [a for a, _ in recorded] + retry_single
 
     @staticmethod
-    def _write_for(a: Action, now: datetime) -> Write:
+    def _create_name(a: Action) -> str:
+        """The name to create: the entry's, or the generation it had when it was deleted on a
+        provider that never reuses a deleted resource's id (``x~3.ics``)."""
+        assert a.entry is not None
+        if a.href is not None:
+            previous = resource_name(a.href)
+            if previous != a.entry.name and base_name(previous) == a.entry.name:
+                return previous
+        return a.entry.name
+
+    @classmethod
+    def _write_for(cls, a: Action, now: datetime) -> Write:
         if a.op is Op.DELETE:
             return Write("delete", href=a.href, etag=a.etag)
         assert a.entry is not None
         body = ical.render(a.entry, now)
         if a.op is Op.CREATE:
-            return Write("create", name=a.entry.name, body=body)
+            return Write("create", name=cls._create_name(a), body=body)
         return Write("update", href=a.href, body=body, etag=a.etag)
 
     @staticmethod
@@ -370,7 +409,7 @@ class Engine:
             entry = a.entry
             assert entry is not None and body is not None
             if a.op is Op.CREATE:
-                item = self._create(connector, entry.name, body)
+                item = self._create(connector, self._create_name(a), body)
             else:
                 assert a.href is not None and a.etag is not None
                 item = self._update(connector, a.href, body, a.etag, entry.name)
@@ -438,6 +477,7 @@ class Engine:
             row.last_success_at = now
             row.last_error = None
             row.failures = 0
+            row.backoff_until = None
 
         self._commit(update)
 
@@ -467,7 +507,9 @@ class Engine:
 
         self._commit(update)
 
-    def _failed(self, connection_id: int, state: str, error: str) -> None:
+    def _failed(
+        self, connection_id: int, state: str, error: str, *, backoff_until: datetime | None = None
+    ) -> None:
         now = self._clock()
 
         def update(s: Session) -> None:
@@ -478,5 +520,6 @@ class Engine:
             row.last_pass_at = now
             row.last_error = error[:2000]
             row.failures += 1
+            row.backoff_until = backoff_until
 
         self._commit(update)

@@ -26,7 +26,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from connectors.errors import ConnectorError
-from connectors.google import SCOPE_OWNED_EVENTS, SCOPES_DEDICATED, GoogleConnector
+from connectors.google import GoogleConnector
+from connectors.google_scopes import mode_for, scopes_for
 from syncd.app import App
 from syncd.operations import OperationError
 from syncd.store import queue
@@ -59,7 +60,9 @@ def _hash(token: str) -> str:
 
 
 def scopes(calendar_id: str | None) -> list[str]:
-    return [*SCOPES_DEDICATED, *([SCOPE_OWNED_EVENTS] if calendar_id else [])]
+    """Exactly the scopes the connection's mode needs (connectors.google_scopes): syncd's own
+    calendar without a calendar id, the therapist's chosen calendar with one."""
+    return list(scopes_for(mode_for(calendar_id)))
 
 
 def authorization_url(

@@ -239,6 +239,8 @@ class StatusRow:
     busy_as_of: datetime | None = None
     busy_state: str = "-"  # fresh | stale | flagged | -
     held_by: str | None = None  # the replica (or CLI resync) running its pass now, if any
+    busy_error: str | None = None  # why busy time (or a calendar's part of it) is not current
+    paused_until: datetime | None = None  # the provider asked syncd to stay away until then
 
 
 def _busy_state(c: ConnectionRow, now: datetime, stale_after: float) -> str:
@@ -307,6 +309,12 @@ def status(app: App) -> list[StatusRow]:
                         c.busy_fetched_at,
                         _busy_state(c, now, app.config.availability.stale_after),
                         held.get(t.id),
+                        busy_error=c.busy_error,
+                        paused_until=(
+                            c.backoff_until
+                            if c.backoff_until is not None and c.backoff_until > now
+                            else None
+                        ),
                     )
                 )
     return rows

@@ -110,7 +110,9 @@ def plan(
                 actions.append(Action(Op.DELETE, uid, href=rec.href, etag=etag))
             continue
         if etag is _GONE:
-            actions.append(Action(Op.CREATE, uid, entry, drift=Drift.DELETED))
+            # The href it had: a provider that never reuses a deleted resource's id (Google)
+            # goes on from the generation that was deleted, not from the first.
+            actions.append(Action(Op.CREATE, uid, entry, href=rec.href, drift=Drift.DELETED))
         elif etag != rec.etag:
             actions.append(Action(Op.UPDATE, uid, entry, rec.href, etag, drift=Drift.EDITED))
         elif entry.content_hash != rec.content_hash:

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import BusyOptions, BusyReader, Connector
-from connectors.errors import ConnectorError
+from connectors.errors import BusyIncomplete, ConnectorError
 from syncd import availability, outbox
 from syncd import domain as d
 from syncd.config import AvailabilityConfig
@@ -103,14 +103,22 @@ def refresh_busy(
     if not isinstance(connector, BusyReader):
         return False
     window_end = now + timedelta(weeks=cfg.weeks)
+    failed: dict[str, str] = {}
     try:
         refs = selected_calendars(connector, conn)
         intervals = connector.busy(now, window_end, refs, busy_options(cfg)) if refs else []
+    except BusyIncomplete as partial:
+        # Only the calendars that could not be read keep their last known busy time (and
+        # make the connection's busy time stale, with the reason); the others count as read.
+        intervals, failed = list(partial.intervals), partial.failed
     except ConnectorError as exc:
         _busy_failed(sessions, conn.id, now, cfg, f"{type(exc).__name__}: {exc}")
         return False
     with sessions.begin() as s:
-        s.execute(delete(BusyIntervalRow).where(BusyIntervalRow.connection_id == conn.id))
+        stale = delete(BusyIntervalRow).where(BusyIntervalRow.connection_id == conn.id)
+        if failed:
+            stale = stale.where(BusyIntervalRow.calendar_ref.not_in(list(failed)))
+        s.execute(stale)
         s.add_all(
             BusyIntervalRow(
                 connection_id=conn.id,
@@ -124,8 +132,16 @@ def refresh_busy(
         )
         row = s.get(ConnectionRow, conn.id)
         if row is not None:
-            row.busy_fetched_at, row.busy_error, row.busy_flagged_at = now, None, None
+            row.busy_fetched_at, row.busy_flagged_at = now, None
+            row.busy_error = _calendar_errors(failed) if failed else None
+    if failed:
+        log.warning("connection %d: %s", conn.id, _calendar_errors(failed))
     return True
+
+
+def _calendar_errors(failed: dict[str, str]) -> str:
+    listed = "; ".join(f"calendar {ref}: {reason}" for ref, reason in sorted(failed.items()))
+    return f"{listed} (its last known busy time is used; the other calendars are current)"[:2000]
 
 
 def _busy_failed(

@@ -52,7 +52,7 @@ from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
 from tests.faults import Action, FaultProxy, Rule
 from tests.google_standin import GoogleStandIn
-from tests.google_standin.fixtures import build_service
+from tests.google_standin.fixtures import build_service, entry_uid
 from tests.proc import jsonl, run_syncd, start_syncd
 
 CLIENT_ID, CLIENT_SECRET = "syncd-soak", "syncd-soak-client-secret"
@@ -478,7 +478,7 @@ def check_google_events(
     foreign = foreign_uid(tid)
     by_uid: dict[str, dict[str, Any]] = {}
     for item in items:
-        uid = str(item.get("iCalUID"))
+        uid = entry_uid(item)
         if uid in by_uid:
             problems.append(f"{tid}: duplicate UID {uid}")
         by_uid[uid] = item

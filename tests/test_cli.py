@@ -135,3 +135,39 @@ def test_connect_google_prints_an_authorization_link(tmp_path: Path) -> None:
     assert "redirect_uri=https%3A%2F%2Fsyncd.example.org%2Foauth%2Fgoogle%2Fcallback" in link
     out2 = run_syncd(cfg, "disconnect", "t-1", "99")
     assert out2.returncode != 0 and "has no connection 99" in out2.stderr
+
+
+def test_check_config_refuses_google_reminders_and_colour_google_would_refuse(
+    tmp_path: Path,
+) -> None:
+    """Google takes at most 5 override reminders of 0..40320 minutes and colours "1".."11"
+    (events resource): a configuration that would make every write fail is refused at once."""
+    base = tmp_path / "syncd.toml"
+    cases = [
+        ("reminder_minutes = [1, 2, 3, 4, 5, 6]", "[google.reminder_minutes]", "at most 5"),
+        ("reminder_minutes = [50000]", "[google.reminder_minutes]", "40320"),
+        ('color_id = "12"', "[google.color_id]", "1 to 11"),
+    ]
+    for line, field, rule in cases:
+        base.write_text(f"[google]\n{line}\n")
+        code, out, err = cli(base, "check-config")
+        assert code != 0 and out == ""
+        assert len(err.strip().splitlines()) == 1 and field in err and rule in err, err
+    base.write_text('[google]\nreminder_minutes = [10, 60]\ncolor_id = "11"\n')
+    assert cli(base, "check-config")[0] == 0
+
+
+def test_run_refuses_a_plain_http_public_url_for_google_push(tmp_path: Path) -> None:
+    """Google delivers push notifications only to HTTPS ("Push notifications" guide): the
+    daemon refuses to start, in one line, rather than never hearing from Google."""
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n'
+        '[google]\nclient_id = "cid"\n[http]\npublic_url = "http://syncd.example.org"\n'
+    )
+    for command in ("run", "check-config"):
+        code, _out, err = cli(cfg, command)
+        assert code != 0 and len(err.strip().splitlines()) == 1, err
+        assert "https://" in err and "public_url" in err
+    cfg.write_text(cfg.read_text().replace("http://", "https://"))
+    assert cli(cfg, "check-config")[0] == 0

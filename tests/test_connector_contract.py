@@ -355,6 +355,11 @@ def test_create_twice_is_already_exists(conn: Connector) -> None:
 
 
 def test_create_with_a_uid_taken_by_another_resource_is_already_exists(conn: Connector) -> None:
+    if isinstance(conn, GoogleConnector):
+        # Google is given only the event id at creation ("only one of [id and iCalUID] should
+        # be supplied", events resource), so nothing on its side ties names to UIDs; syncd
+        # derives each name from its UID, so it never writes one UID under two names.
+        pytest.skip("Google: UIDs are not sent, names alone identify entries")
     uid = new_uid()
     conn.create("first.ics", vcalendar(uid))
     with pytest.raises(AlreadyExists):

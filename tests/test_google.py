@@ -25,9 +25,14 @@ from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, MirrorRow, OutboxRow
 from tests import factories as f
 from tests.conftest import make_config, write_config
-from tests.google_standin import GoogleStandIn
+from tests.google_standin import GoogleStandIn, fixtures
+from tests.google_standin.fixtures import entry_uid
 from tests.inprocess import run_daemon_until
 from tests.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.tls import TLSForwarder
+
+# Every test here runs against each profile of Google's undocumented behaviour.
+google_standin = fixtures.google_standin_every_mode
 
 CLIENT_ID, CLIENT_SECRET = "syncd-client", "syncd-client-secret"
 ANN, BOB = "ann@example.com", "bob@example.com"
@@ -148,7 +153,7 @@ def test_initial_mirror_of_500_is_batched(world: World) -> None:
     assert world.g.requests - busy_reading <= 12, calls
     assert calls.get("batch") == 10 and calls.get("events.insert") == 500
     ours = world.ours(world.calendar(cid))
-    assert len(ours) == 500 and len({e["iCalUID"] for e in ours}) == 500
+    assert len(ours) == 500 and len({entry_uid(e) for e in ours}) == 500
     assert world.mirror_rows() == 500
     world.g.reset_counts()
     sync(engine, "t-ann")  # nothing changed: one incremental listing
@@ -176,7 +181,7 @@ def test_a_crash_between_the_writes_and_their_record_duplicates_nothing(
     assert len(world.ours(calendar)) == 50 and world.mirror_rows() == 0
     sync(world.app.engine(), "t-ann")  # a fresh process
     ours = world.ours(calendar)
-    assert len(ours) == 120 and len({e["iCalUID"] for e in ours}) == 120
+    assert len(ours) == 120 and len({entry_uid(e) for e in ours}) == 120
     assert world.mirror_rows() == 120
 
 
@@ -208,7 +213,7 @@ def test_killing_a_real_daemon_mid_mirror_duplicates_nothing(world: World) -> No
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     ours = world.ours(calendar)
-    assert len(ours) == n and len({e["iCalUID"] for e in ours}) == n
+    assert len(ours) == n and len({entry_uid(e) for e in ours}) == n
 
 
 def test_a_concurrent_edit_gets_412_then_is_reread_and_reapplied(
@@ -219,7 +224,7 @@ def test_a_concurrent_edit_gets_412_then_is_reread_and_reapplied(
     engine = world.app.engine()
     sync(engine, "t-ann")
     calendar = world.calendar(cid)
-    target = next(e for e in world.ours(calendar) if e["iCalUID"] == uid_for("session", "s-001"))
+    target = next(e for e in world.ours(calendar) if entry_uid(e) == uid_for("session", "s-001"))
     moved = f.future(days=20)
     ingest(
         world.app,
@@ -308,7 +313,7 @@ def test_an_expired_sync_token_means_one_full_listing_then_incremental(world: Wo
     sync(engine, "t-ann")
     assert dict(world.g.calls) == {"events.list": 1}
     ours = world.ours(world.calendar(cid))
-    assert len(ours) == 6 and len({e["iCalUID"] for e in ours}) == 6
+    assert len(ours) == 6 and len({entry_uid(e) for e in ours}) == 6
 
 
 def free_port() -> int:
@@ -325,10 +330,12 @@ def test_a_push_notification_triggers_a_pass_at_once(
     g.add_account(ANN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     monkeypatch.setenv("SYNCD_GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
     port = free_port()
+    # Google pushes only to HTTPS: the forwarder plays the operator's TLS reverse proxy.
+    proxy = TLSForwarder(port).__enter__()
     cfg = make_config(
         tmp_path / "state",
         google=google_section(g),
-        http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        http={"port": port, "public_url": proxy.url},
         sync={"interval": 3600},  # the periodic pass cannot be what repairs it
     )
     app = App.open(cfg)
@@ -342,7 +349,8 @@ def test_a_push_notification_triggers_a_pass_at_once(
             # The therapist's browser, on its own thread: the daemon's loop serves the callback.
             url = google_link.authorization_url(app, "t-ann")
             g.consenting_account = ANN
-            page = httpx.get(url, follow_redirects=True, timeout=10)
+            # The test's own certificate: the browser is told to trust it.
+            page = httpx.get(url, follow_redirects=True, timeout=10, verify=False)
             state["page"] = (page.status_code, page.text)
 
         def scenario(daemon: Any) -> bool:
@@ -375,8 +383,10 @@ def test_a_push_notification_triggers_a_pass_at_once(
         assert daemon.passes > state["passes"]
         states = [n.resource_state for n in g.notifications_sent]
         assert states[0] == "sync" and "exists" in states
+        assert all(n.address.startswith("https://") for n in g.notifications_sent)
     finally:
         app.close()
+        proxy.__exit__(None, None, None)
 
 
 def test_disconnect_removes_the_calendar_and_revokes_the_grant(world: World) -> None:
@@ -416,7 +426,7 @@ def test_replicas_renewing_one_watch_at_once_leave_exactly_one_channel_open(
     cfg = make_config(
         tmp_path / "state",
         google=google_section(g),
-        http={"port": 0, "public_url": "http://127.0.0.1:9"},
+        http={"port": 0, "public_url": "https://127.0.0.1:9"},
     )
     app = App.open(cfg)
     try:
@@ -478,7 +488,7 @@ def test_a_reply_cut_off_mid_body_is_retried_and_the_pass_converges(
         sync(app.engine(), "t-ann")
         assert proxy.injected[Action.TRUNCATE] == 1
         ours = world.ours(world.calendar(cid))
-        assert len(ours) == 3 and len({e["iCalUID"] for e in ours}) == 3
+        assert len(ours) == 3 and len({entry_uid(e) for e in ours}) == 3
         assert world.mirror_rows() == 3
     finally:
         app.close()

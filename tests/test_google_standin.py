@@ -23,6 +23,7 @@ from googleapiclient.errors import HttpError
 
 from tests.google_standin import GoogleStandIn, fixtures
 from tests.google_standin.fixtures import GoogleAccount, build_service
+from tests.tls import server_context
 
 # The package's fixtures, made visible to this module.
 google_standin = fixtures.google_standin
@@ -853,7 +854,9 @@ def receiver() -> Iterator[Receiver]:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.append(Receiver(f"http://127.0.0.1:{server.server_address[1]}/google/push"))
+    # Google delivers only to HTTPS receivers ("Push notifications" guide).
+    server.socket = server_context().wrap_socket(server.socket, server_side=True)
+    box.append(Receiver(f"https://127.0.0.1:{server.server_address[1]}/google/push"))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield box[0]
@@ -945,7 +948,7 @@ def test_unreachable_push_receiver_does_not_block_the_api(
         pass  # closed again: nothing listens there
     google_service.events().watch(
         calendarId="primary",
-        body={"id": "chan-dead", "type": "web_hook", "address": f"http://127.0.0.1:{dead_port}/"},
+        body={"id": "chan-dead", "type": "web_hook", "address": f"https://127.0.0.1:{dead_port}/"},
     ).execute()
     started = time.monotonic()
     for _ in range(5):

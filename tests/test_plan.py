@@ -129,7 +129,7 @@ def test_remote_edit_is_overwritten_and_reported_as_drift() -> None:
 
 def test_remote_delete_is_recreated_and_reported_as_drift() -> None:
     mirror = {A.uid: record(A, '"1"')}
-    expected = [Action(Op.CREATE, A.uid, A, drift=Drift.DELETED)]
+    expected = [Action(Op.CREATE, A.uid, A, href(A), drift=Drift.DELETED)]
     assert plan({A.uid: A}, mirror, listing((FOREIGN, '"5"'))) == expected
     gone = listing(full=False, deleted=frozenset({href(A)}))
     assert plan({A.uid: A}, mirror, gone) == expected
@@ -190,7 +190,7 @@ def test_incremental_listing_that_omits_an_href_keeps_its_state() -> None:
     ]
     # A full listing that omits A means A is gone.
     assert plan({A.uid: A, B.uid: B}, mirror, listing((href(B), '"2"'))) == [
-        Action(Op.CREATE, A.uid, A, drift=Drift.DELETED)
+        Action(Op.CREATE, A.uid, A, href(A), drift=Drift.DELETED)
     ]
 
 
@@ -221,7 +221,7 @@ def test_drift_under_an_older_fingerprint_is_still_repaired() -> None:
         Action(Op.UPDATE, A.uid, A, href(A), '"2"', drift=Drift.EDITED)
     ]
     assert plan({A.uid: A}, mirror, listing(deleted=frozenset({href(A)}), full=False)) == [
-        Action(Op.CREATE, A.uid, A, drift=Drift.DELETED)
+        Action(Op.CREATE, A.uid, A, href(A), drift=Drift.DELETED)
     ]
 
 

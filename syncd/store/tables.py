@@ -176,6 +176,9 @@ class ConnectionRow(Base):
     busy_fetched_at: Mapped[datetime | None]
     busy_error: Mapped[str | None] = mapped_column(Text)
     busy_flagged_at: Mapped[datetime | None]  # stale beyond the limit, and announced
+    # The provider asked syncd to stay away this long (Google's usage limits of one calendar):
+    # no request goes to this connection before then; other connections are unaffected.
+    backoff_until: Mapped[datetime | None]
 
 
 class OAuthRequestRow(Base):

@@ -45,6 +45,8 @@ def status_json(row: operations.StatusRow) -> dict[str, Any]:
         "busy_as_of": _iso(row.busy_as_of),
         "busy_state": row.busy_state,
         "held_by": row.held_by,
+        "busy_error": row.busy_error,
+        "paused_until": _iso(row.paused_until),
     }
 
 

@@ -155,6 +155,7 @@ class ConnectionView:
     entries: int
     busy_state: str  # fresh | stale | flagged | -
     busy_as_of: datetime | None
+    busy_error: str | None = None
 
 
 @dataclass(slots=True)
@@ -348,6 +349,7 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                         int(entries.get(c.id, 0)),
                         operations._busy_state(c, now, stale_after),
                         c.busy_fetched_at,
+                        c.busy_error,
                     )
                 )
             views.append(view)

@@ -120,6 +120,11 @@ SCHEMAS: dict[str, Any] = {
         last_error={"type": ["string", "null"]},
         busy_as_of=_NULLABLE_TIME,
         busy_state={"type": "string", "enum": ["fresh", "stale", "flagged", "-"]},
+        busy_error={
+            "type": ["string", "null"],
+            "description": "why busy time, or one calendar's part of it, is not current",
+        },
+        paused_until=_NULLABLE_TIME,
         held_by={
             "type": ["string", "null"],
             "description": "the replica (or CLI resync) whose lease covers a running pass",

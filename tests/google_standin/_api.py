@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._base import StandInState
+from ._discovery import insufficient_scopes
 from ._errors import (
     ApiError,
     bad_request,
@@ -110,6 +111,13 @@ SYNC_INCOMPATIBLE = (
 MAX_RESULTS_DEFAULT = 250
 MAX_RESULTS_CAP = 2500
 DEFAULT_CHANNEL_TTL = 604800  # seconds; events.watch reference, params.ttl
+MAX_CHANNEL_ID = 64  # "Push notifications" guide, required properties: id
+MAX_REMINDER_OVERRIDES = 5  # events resource, reminders.overrides
+MAX_PROPERTY_KEY = 44  # extended properties guide, "Limits"
+MAX_PROPERTY_VALUE = 1024
+MAX_PROPERTIES = 300
+MAX_PROPERTIES_BYTES = 32 * 1024  # keys and values of one event together
+FREEBUSY_MAX_CALENDARS = 50  # freebusy.query reference, calendarExpansionMax
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CONFERENCE = {"allowedConferenceSolutionTypes": ["hangoutsMeet"]}
 
@@ -139,6 +147,10 @@ class CalendarApi(StandInState):
     """Calendar v3 resources on top of :class:`StandInState`."""
 
     update_deleted: str = "forbidden"
+    reinsert_deleted: str = "duplicate"
+    purged_ids: str = "burnt"
+    id_and_ical_uid: str = "accepted"
+    _freebusy_errors: dict[str, str]
 
     # lookups ------------------------------------------------------------------------------------
 
@@ -153,6 +165,13 @@ class CalendarApi(StandInState):
         cal = self._calendars.get(self._resolve_calendar_id(account, calendar_id))
         if cal is None or (account is not None and cal.owner != account):
             raise not_found()
+        # A token whose only scope permitting this method is calendar.app.created reaches only
+        # the calendars its OAuth client created (the scope's description: "See, create,
+        # change, and delete events on Google calendars you own" applies to app-created ones).
+        if getattr(self._tls, "app_created_only", False) and cal.created_by != getattr(
+            self._tls, "client_id", None
+        ):
+            raise insufficient_scopes()
         return cal
 
     def _calendar_json(self, cal: Calendar) -> JSON:
@@ -232,6 +251,7 @@ class CalendarApi(StandInState):
         tz = body.get("timeZone") or self._calendars[account].time_zone
         zone(tz)
         cal = self._new_calendar(account, body["summary"], time_zone=tz)
+        cal.created_by = getattr(self._tls, "client_id", None)
         cal.description = body.get("description")
         cal.extra = {k: body[k] for k in ("location",) if k in body}
         return 200, self._calendar_json(cal), {}
@@ -285,22 +305,37 @@ class CalendarApi(StandInState):
     # events: building and validating ------------------------------------------------------------
 
     def _clean_extended_properties(self, body: JSON) -> None:
-        """Keys over 44 characters are dropped and values over 1024 truncated, silently
-        (extended properties guide, "Limits"); at most 300 properties per visibility."""
+        """Keys over 44 characters are dropped and values over 1024 truncated, silently; an
+        event has at most 300 properties, of at most 32 kB keys and values together
+        (extended properties guide, "Limits")."""
         ext = body.get("extendedProperties")
         if ext is None:
             return
         if not isinstance(ext, dict):
             raise bad_request("Invalid extendedProperties.")
+        count = size = 0
         for scope in ("private", "shared"):
             props = ext.get(scope)
             if props is None:
                 continue
             if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
                 raise bad_request(f"Invalid extendedProperties.{scope}.")
-            if len(props) > 300:
-                raise bad_request("Too many extended properties.")
-            ext[scope] = {k: v[:1024] for k, v in props.items() if len(k) <= 44}
+            kept = {
+                k: v[:MAX_PROPERTY_VALUE] for k, v in props.items() if len(k) <= MAX_PROPERTY_KEY
+            }
+            ext[scope] = kept
+            count += len(kept)
+            size += sum(len(k.encode()) + len(v.encode()) for k, v in kept.items())
+        if count > MAX_PROPERTIES:
+            raise bad_request(
+                f"Too many extended properties: {count} (at most {MAX_PROPERTIES}).",
+                location="extendedProperties",
+            )
+        if size > MAX_PROPERTIES_BYTES:
+            raise bad_request(
+                f"Extended properties too large: {size} bytes (at most 32 kB).",
+                location="extendedProperties",
+            )
 
     def _validate_event(self, body: JSON, cal: Calendar) -> None:
         validate_times(body, cal.time_zone)
@@ -314,6 +349,11 @@ class CalendarApi(StandInState):
             if not isinstance(reminders, dict):
                 raise bad_request("Invalid reminders.")
             overrides = reminders.get("overrides") or []
+            if not isinstance(overrides, list) or len(overrides) > MAX_REMINDER_OVERRIDES:
+                raise bad_request(
+                    "The maximum number of override reminders is 5.",
+                    location="reminders.overrides",
+                )
             if reminders.get("useDefault") and overrides:
                 raise ApiError(
                     400,
@@ -341,11 +381,26 @@ class CalendarApi(StandInState):
         """events.insert semantics, shared by the API and ``put_event``."""
         body = deep_copy(body) if isinstance(body, dict) else {}
         event_id = body.get("id")
+        # "only one of them should be supplied at event creation time" (events resource,
+        # iCalUID); what Google does with both is undocumented: a switchable mode.
+        both = event_id is not None and body.get("iCalUID") is not None
+        if both and self.id_and_ical_uid == "rejected":
+            raise bad_request("Only one of id and iCalUID may be supplied.", location="iCalUID")
         if event_id is not None:
             if not isinstance(event_id, str) or not EVENT_ID_RE.match(event_id):
                 raise bad_request("Invalid resource id value.", location="id")
-            if event_id in cal.events:
-                raise duplicate()  # also when that id belongs to a deleted event
+            existing = cal.events.get(event_id)
+            if existing is not None:
+                # The id of a deleted event: 409 (observed), or the insert brings it back.
+                if existing.deleted and self.reinsert_deleted == "restore":
+                    if existing.body.get("recurringEventId"):
+                        raise duplicate()
+                    new = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+                    self._replace_event(cal, existing, new, None)
+                    return existing
+                raise duplicate()
+            if event_id in cal.purged_ids:
+                raise duplicate()  # purged, but the id stays burnt (purge mode "burnt")
         else:
             event_id = base32hex_id()
             while event_id in cal.events:
@@ -430,6 +485,7 @@ class CalendarApi(StandInState):
 
     def _mark_deleted(self, cal: Calendar, stored: StoredEvent) -> None:
         stored.deleted = True
+        stored.deleted_at = time.time()
         stored.body["status"] = "cancelled"
         stored.body["etag"] = self._next_etag()
         stored.body["updated"] = rfc3339(now_utc())
@@ -869,11 +925,25 @@ class CalendarApi(StandInState):
             return dt.astimezone(out_tz).isoformat()
 
         calendars: JSON = {}
-        for item in body.get("items") or []:
+        for n, item in enumerate(body.get("items") or []):
             requested = item.get("id") if isinstance(item, dict) else None
             if not requested:
                 continue
-            cal = self._calendars.get(self._resolve_calendar_id(account, requested))
+            if n >= FREEBUSY_MAX_CALENDARS:
+                calendars[requested] = {
+                    "errors": [{"domain": "calendar", "reason": "tooManyCalendarsRequested"}],
+                    "busy": [],
+                }
+                continue
+            real_id = self._resolve_calendar_id(account, requested)
+            injected = self._freebusy_errors.get(real_id)
+            if injected is not None:
+                calendars[requested] = {
+                    "errors": [{"domain": "global", "reason": injected}],
+                    "busy": [],
+                }
+                continue
+            cal = self._calendars.get(real_id)
             if cal is None or cal.owner != account:
                 calendars[requested] = {
                     "errors": [{"domain": "global", "reason": "notFound"}],
@@ -904,9 +974,18 @@ class CalendarApi(StandInState):
             raise required("Required channel id.", location="id")
         if body.get("type") not in ("web_hook", "webhook"):
             raise bad_request("Invalid channel type.", location="type")
+        if len(str(channel_id)) > MAX_CHANNEL_ID:
+            raise bad_request(
+                f"Channel id must be at most {MAX_CHANNEL_ID} characters.", location="id"
+            )
         address = body.get("address")
-        if not address or not str(address).startswith(("http://", "https://")):
-            raise bad_request("Invalid notification address.", location="address")
+        if not address or not str(address).lower().startswith("https://"):
+            # The receiver "is an HTTPS server" ("Push notifications" guide).
+            raise bad_request(
+                f"WebHook callback must be HTTPS: {address}",
+                reason="push.webhookUrlNotHttps",
+                location="address",
+            )
         existing = self._channels.get(channel_id)
         if existing is not None and not existing.stopped:
             raise bad_request(f"Channel id {channel_id} not unique", reason="channelIdNotUnique")

@@ -66,6 +66,8 @@ class StandInState:
         self._requests = 0
         self._calls: Counter[str] = Counter()
         self._root_url = "http://127.0.0.1:0/"
+        self._grants: dict[tuple[str, str], set[str]] = {}  # (account, client) -> scopes
+        self._tls = threading.local()  # the grant of the request being served
 
     # counters ---------------------------------------------------------------------------------
 

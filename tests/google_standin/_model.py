@@ -37,6 +37,8 @@ class AccessToken:
     email: str
     refresh_token: str | None
     expires_at: float  # time.time()
+    scopes: frozenset[str] = frozenset()  # granted at consent (the refresh token's scope)
+    client_id: str = ""
 
 
 @dataclass
@@ -59,6 +61,7 @@ class StoredEvent:
     deleted: bool
     change: int  # value of the stand-in's change counter at the last write
     order: int  # creation order (the "stable, unspecified" default ordering)
+    deleted_at: float | None = None  # time.time() of the deletion, for the purge modes
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Calendar:
     updated: str = ""  # time of the last event write
     ical_uids: dict[str, str] = field(default_factory=dict)  # iCalUID -> latest event id
     extra: JSON = field(default_factory=dict)  # other client-supplied calendar fields
+    created_by: str | None = None  # OAuth client that created it (calendar.app.created)
+    purged_ids: set[str] = field(default_factory=set)  # ids of purged events (purge modes)
 
 
 @dataclass

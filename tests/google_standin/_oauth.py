@@ -49,14 +49,23 @@ class OAuthEndpoints(StandInState):
         self._refresh_tokens[token] = RefreshToken(token, email, client_id, scope)
         return token
 
-    def _issue_access_token(self, email: str, refresh_token: str | None) -> AccessToken:
+    def _issue_access_token(
+        self, email: str, refresh_token: str | None, scope: str, client_id: str
+    ) -> AccessToken:
         token = "ya29." + secrets.token_urlsafe(64)
-        access = AccessToken(token, email, refresh_token, time.time() + self.access_token_ttl)
+        access = AccessToken(
+            token,
+            email,
+            refresh_token,
+            time.time() + self.access_token_ttl,
+            frozenset(scope.split()),
+            client_id,
+        )
         self._access_tokens[token] = access
         return access
 
-    def _authenticate(self, headers: dict[str, str]) -> str:
-        """The account a request's ``Authorization: Bearer`` token belongs to, or 401."""
+    def _access(self, headers: dict[str, str]) -> AccessToken:
+        """The access token of a request's ``Authorization: Bearer`` header, or 401."""
         value = headers.get("authorization")
         if not value:
             raise unauthenticated(missing=True)
@@ -65,7 +74,11 @@ class OAuthEndpoints(StandInState):
             access = self._access_tokens.get(token.strip()) if scheme.lower() == "bearer" else None
             if access is None or access.expires_at <= time.time():
                 raise unauthenticated(missing=False)
-            return access.email
+            return access
+
+    def _authenticate(self, headers: dict[str, str]) -> str:
+        """The account a request's ``Authorization: Bearer`` token belongs to, or 401."""
+        return self._access(headers).email
 
     def _revoke_refresh_token(self, token: str) -> bool:
         refresh = self._refresh_tokens.get(token)
@@ -110,7 +123,9 @@ class OAuthEndpoints(StandInState):
         refresh = self._refresh_tokens.get(form.get("refresh_token", ""))
         if refresh is None or refresh.revoked or refresh.client_id != form.get("client_id"):
             return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
-        access = self._issue_access_token(refresh.email, refresh.token)
+        access = self._issue_access_token(
+            refresh.email, refresh.token, refresh.scope, refresh.client_id
+        )
         return _json(
             200,
             {
@@ -144,7 +159,7 @@ class OAuthEndpoints(StandInState):
         refresh_token = None
         if code.access_type == "offline":
             refresh_token = self._issue_refresh_token(code.email, code.client_id, code.scope)
-        access = self._issue_access_token(code.email, refresh_token)
+        access = self._issue_access_token(code.email, refresh_token, code.scope, code.client_id)
         body = {
             "access_token": access.token,
             "expires_in": self.access_token_ttl,
@@ -205,7 +220,17 @@ class OAuthEndpoints(StandInState):
                 params["error"] = "access_denied"
             else:
                 code = "4/0" + secrets.token_urlsafe(48)
-                scope = q.get("scope") or CALENDAR_SCOPE
+                requested = (q.get("scope") or CALENDAR_SCOPE).split()
+                key = (account, q["client_id"])
+                earlier = self._grants.get(key, set())
+                # Incremental authorization: with include_granted_scopes=true the new grant
+                # also carries what this client was granted before ("Using OAuth 2.0 for Web
+                # Server Applications", incremental authorization).
+                granted = set(requested)
+                if q.get("include_granted_scopes") == "true":
+                    granted |= earlier
+                self._grants[key] = earlier | set(requested)
+                scope = " ".join(sorted(granted))
                 self._codes[code] = AuthCode(
                     code=code,
                     email=account,

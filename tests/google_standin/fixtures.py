@@ -22,15 +22,17 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 
-from tests.google_standin.server import GoogleStandIn
+from tests.google_standin.server import MODE_PROFILES, GoogleStandIn
 
 __all__ = [
     "GoogleAccount",
     "build_service",
     "credentials_for",
+    "entry_uid",
     "google_account",
     "google_service",
     "google_standin",
+    "google_standin_every_mode",
 ]
 
 DEFAULT_EMAIL = "therapist@example.com"
@@ -80,9 +82,24 @@ def build_service(
     return build_from_document(stand_in.discovery_document(), http=http)
 
 
+def entry_uid(event: dict[str, Any]) -> str:
+    """The UID of the entry syncd wrote as ``event``: kept in a private extended property, since
+    syncd supplies only the event id at creation (Google's iCalUID is then its own)."""
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    return str(private.get("syncdUid") or event.get("iCalUID"))
+
+
 @pytest.fixture
 def google_standin() -> Iterator[GoogleStandIn]:
     with GoogleStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(name="google_standin", params=sorted(MODE_PROFILES))
+def google_standin_every_mode(request: pytest.FixtureRequest) -> Iterator[GoogleStandIn]:
+    """The stand-in in each of its profiles of undocumented behaviour (MODE_PROFILES): a test
+    module that assigns this to ``google_standin`` runs every test against each of them."""
+    with GoogleStandIn(**MODE_PROFILES[request.param]) as stand_in:
         yield stand_in
 
 

@@ -11,9 +11,10 @@ import json
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from email import message_from_string
 from email.parser import BytesParser
 from email.policy import compat32
@@ -24,13 +25,16 @@ from socket import SHUT_RDWR, socket
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo
 
 from ._api import SERVER_FIELDS, CalendarApi
 from ._base import Request, Response
+from ._discovery import APP_CREATED, check_parameters, insufficient_scopes, permitting
 from ._errors import FAULT_KINDS, ApiError, fault_error, not_found
 from ._model import Account, Calendar, Client, Fault, Notification
 from ._oauth import CALENDAR_SCOPE, OAuthEndpoints
 from ._push import PushDelivery
+from ._recurrence import parse_when
 from ._util import JSON, apply_fields, deep_copy, merge_patch, parse_fields
 
 API_PREFIX = "/calendar/v3/"
@@ -63,6 +67,30 @@ ROUTES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 NOT_IMPLEMENTED = frozenset({"events.import", "events.quickAdd", "events.move"})
 UPDATE_DELETED_MODES = ("forbidden", "gone", "not_found", "restore")
+REINSERT_DELETED_MODES = ("duplicate", "restore")
+PURGED_ID_MODES = ("burnt", "free")
+ID_AND_ICAL_UID_MODES = ("accepted", "rejected")
+# Methods a calendar's usage limits stop ("Avoid Calendar use limits": creating and changing
+# events); reads keep working.
+WRITE_METHODS = frozenset(
+    {"events.insert", "events.update", "events.patch", "events.delete", "events.import"}
+)
+# Google's per-user quota: 600 requests per minute per user per project, a sliding window
+# ("Usage limits" guide); every part of a batch counts ("Send batch requests").
+USER_RATE_LIMIT = 600
+USER_RATE_WINDOW = 60.0
+
+# Where Google's behaviour is undocumented, each plausible one as a named set of modes; syncd's
+# Google tests run against every profile (tests/google_standin/README.md, "Modes").
+MODE_PROFILES: dict[str, dict[str, Any]] = {
+    "observed": {},
+    "update-gone": {"update_deleted": "gone"},
+    "update-404": {"update_deleted": "not_found"},
+    "undelete": {"update_deleted": "restore", "reinsert_deleted": "restore"},
+    "purge-burnt": {"purge_deleted_after": 0.0, "purged_ids": "burnt"},
+    "purge-free": {"purge_deleted_after": 0.0, "purged_ids": "free"},
+    "one-id-only": {"id_and_ical_uid": "rejected"},
+}
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -173,14 +201,35 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         access_token_ttl: int = 3599,
         notify_timeout: float = 2.0,
         update_deleted: str = "forbidden",
+        reinsert_deleted: str = "duplicate",
+        purge_deleted_after: float | None = None,
+        purged_ids: str = "burnt",
+        id_and_ical_uid: str = "accepted",
+        user_rate_limit: int | None = USER_RATE_LIMIT,
+        user_rate_window: float = USER_RATE_WINDOW,
     ) -> None:
         super().__init__()
-        if update_deleted not in UPDATE_DELETED_MODES:
-            raise ValueError(f"update_deleted must be one of {UPDATE_DELETED_MODES}")
+        for value, allowed, name in (
+            (update_deleted, UPDATE_DELETED_MODES, "update_deleted"),
+            (reinsert_deleted, REINSERT_DELETED_MODES, "reinsert_deleted"),
+            (purged_ids, PURGED_ID_MODES, "purged_ids"),
+            (id_and_ical_uid, ID_AND_ICAL_UID_MODES, "id_and_ical_uid"),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}")
         self.max_batch = max_batch
         self.access_token_ttl = access_token_ttl
         self.notify_timeout = notify_timeout
         self.update_deleted = update_deleted
+        self.reinsert_deleted = reinsert_deleted
+        self.purge_deleted_after = purge_deleted_after
+        self.purged_ids = purged_ids
+        self.id_and_ical_uid = id_and_ical_uid
+        self.user_rate_limit = user_rate_limit
+        self.user_rate_window = user_rate_window
+        self._user_calls: dict[str, deque[float]] = {}
+        self._calendar_limits: dict[str, tuple[float, float | None]] = {}
+        self._freebusy_errors = {}
         self.consenting_account: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -264,9 +313,11 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         *,
         time_zone: str = "UTC",
         summary: str | None = None,
+        scopes: Iterable[str] = (CALENDAR_SCOPE,),
     ) -> str:
         """Register an account (and OAuth client) with its primary calendar, whose id is the
-        email; returns a refresh token for it. Again for a known account: a new token."""
+        email; returns a refresh token for it, granted ``scopes`` (full calendar access unless
+        told). Again for a known account: a new token."""
         with self._lock:
             client = self._clients.get(client_id)
             if client is None:
@@ -285,7 +336,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
                     etag=self._next_etag(),
                     resource_id=secrets.token_urlsafe(18),
                 )
-            return self._issue_refresh_token(email, client_id, CALENDAR_SCOPE)
+            return self._issue_refresh_token(email, client_id, " ".join(scopes))
 
     def add_calendar(self, email: str, summary: str, *, time_zone: str | None = None) -> str:
         """Create a secondary calendar for an account, as the user would in Google's UI."""
@@ -472,6 +523,69 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
                 self._mark_deleted(cal, stored)
                 self._events_changed(cal.id)
 
+    # the therapist in Google's UI ----------------------------------------------------------------
+    # Small helpers for tests and the soak: each acts as Google Calendar's own UI would, through
+    # the same validation as the API, without auth, faults, quotas or counters; watchers are
+    # notified as for any change.
+
+    @staticmethod
+    def instance_id(master_id: str, original_start: datetime) -> str:
+        """The id Google gives one instance of a recurring timed event: the master's id, ``_``
+        and the instance's original start in UTC (``20261027T100000Z``)."""
+        return f"{master_id}_{original_start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+    def user_drag(
+        self, calendar_id: str, event_id: str, start: datetime, end: datetime | None = None
+    ) -> JSON:
+        """Drag an event (or one instance, by its instance id) to ``start``, keeping its length
+        unless ``end`` is given. A time change made in Google's UI bumps ``sequence`` (events
+        resource, ``sequence``; RFC 5545 3.8.7.4), as the stand-in does for any time change
+        written without a sequence."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            body = self._stored_or_instance(cal, event_id).body
+            first, _ = parse_when(body.get("start"), "start", cal.time_zone)
+            last, _ = parse_when(body.get("end"), "end", cal.time_zone)
+            tz_name = (body.get("start") or {}).get("timeZone")
+            tz = ZoneInfo(tz_name) if tz_name else UTC
+
+            def when(at: datetime) -> JSON:
+                out: JSON = {"dateTime": at.astimezone(tz).isoformat()}
+                if tz_name:
+                    out["timeZone"] = tz_name
+                return out
+
+            finish = end if end is not None else start + (last - first)
+            return self.edit_event(calendar_id, event_id, start=when(start), end=when(finish))
+
+    def user_move_instance(
+        self,
+        calendar_id: str,
+        master_id: str,
+        original_start: datetime,
+        start: datetime,
+        end: datetime | None = None,
+    ) -> JSON:
+        """Move one occurrence of a recurring event ("This event" in Google's UI): it becomes an
+        exception instance ``<master>_<original start>`` with ``recurringEventId`` and
+        ``originalStartTime`` (recurring events guide, "Modifying instances")."""
+        return self.user_drag(calendar_id, self.instance_id(master_id, original_start), start, end)
+
+    def user_delete_instance(
+        self, calendar_id: str, master_id: str, original_start: datetime
+    ) -> None:
+        """Delete one occurrence ("This event"): a cancelled exception instance that hides it
+        (recurring events guide; events.list, showDeleted)."""
+        self.delete_event(calendar_id, self.instance_id(master_id, original_start))
+
+    def user_delete_event(self, calendar_id: str, event_id: str) -> None:
+        """Delete an event (a whole series for a recurring one) in Google's UI."""
+        self.delete_event(calendar_id, event_id)
+
+    def user_edit_title(self, calendar_id: str, event_id: str, title: str) -> JSON:
+        """Retitle an event or one instance in Google's UI (no time change: same sequence)."""
+        return self.edit_event(calendar_id, event_id, summary=title)
+
     # HTTP dispatch ------------------------------------------------------------------------------
 
     def _handle_http(self, req: Request) -> Response:
@@ -524,8 +638,19 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             return _error_response(not_found())
         name, params = route
         self._count(name)
+        self._tls.app_created_only = False
+        self._tls.client_id = None
         try:
-            account = self._authenticate(req.headers)
+            access = self._access(req.headers)
+            account = access.email
+            # The discovery document says which scopes permit the method, and which parameters
+            # it takes: a request Google would refuse is refused here too.
+            allowed = permitting(name, access.scopes)
+            if not allowed:
+                raise insufficient_scopes()
+            self._tls.app_created_only = allowed == {APP_CREATED}
+            self._tls.client_id = access.client_id
+            check_parameters(name, req.query, params)
             if name in NOT_IMPLEMENTED:
                 raise ApiError(501, "notImplemented", f"{name} is not implemented by the stand-in")
             body: Any = None
@@ -544,8 +669,10 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             error = self._take_fault(name, account, calendar_ids)
             if error is not None:
                 raise error
+            self._check_usage_limits(name, account, calendar_ids)
             handler = getattr(self, "_m_" + name.replace(".", "_"))
             with self._lock:
+                self._purge()
                 status, payload, headers = handler(account, params, req, body)
             fields = req.param("fields")
             if payload is not None and fields:
@@ -556,6 +683,75 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             return _json_response(status, payload, headers)
         except ApiError as error:
             return _error_response(error)
+
+    # usage limits and purging ---------------------------------------------------------------------
+
+    def _check_usage_limits(self, name: str, account: str, calendar_ids: set[str]) -> None:
+        """A calendar over its usage limits refuses writes until the limit lifts; every call
+        (each batch part too) counts toward the account's per-minute quota."""
+        now = time.time()
+        with self._lock:
+            if name in WRITE_METHODS:
+                for calendar_id in calendar_ids:
+                    limit = self._calendar_limits.get(calendar_id)
+                    if limit is not None and limit[0] > now:
+                        retry_after = limit[1]
+                        raise fault_error("quota", retry_after)
+            if self.user_rate_limit is None:
+                return
+            calls = self._user_calls.setdefault(account, deque())
+            while calls and calls[0] <= now - self.user_rate_window:
+                calls.popleft()
+            if len(calls) >= self.user_rate_limit:
+                raise fault_error("user_rate_limit", None)
+            calls.append(now)
+
+    def _purge(self) -> None:
+        """Purge mode: deleted events older than ``purge_deleted_after`` vanish (get answers
+        404, listings omit them), and sync tokens that never saw the deletion expire (410),
+        so no deletion is lost. Cancelled instances stay: they are what hides an occurrence."""
+        after = self.purge_deleted_after
+        if after is None:
+            return
+        cutoff = time.time() - after
+        for cal in self._calendars.values():
+            purged = [
+                stored
+                for stored in cal.events.values()
+                if stored.deleted
+                and stored.deleted_at is not None
+                and stored.deleted_at <= cutoff
+                and not stored.body.get("recurringEventId")
+            ]
+            for stored in purged:
+                event_id = stored.body["id"]
+                del cal.events[event_id]
+                if cal.ical_uids.get(stored.body.get("iCalUID", "")) == event_id:
+                    del cal.ical_uids[stored.body["iCalUID"]]
+                if self.purged_ids == "burnt":
+                    cal.purged_ids.add(event_id)
+                for token, sync in list(self._sync_tokens.items()):
+                    if sync.calendar_id == cal.id and sync.change < stored.change:
+                        del self._sync_tokens[token]
+
+    def limit_calendar(
+        self, calendar_id: str, seconds: float, *, retry_after: float | None = None
+    ) -> None:
+        """Put a calendar over Google's usage limits for ``seconds``: every write to it
+        answers 403 ``quotaExceeded`` (domain usageLimits), with a ``Retry-After`` header when
+        given, until then ("Avoid Calendar use limits"; "Handle API errors")."""
+        with self._lock:
+            self._calendar_limits[calendar_id] = (time.time() + seconds, retry_after)
+
+    def fail_freebusy(self, calendar_id: str, reason: str | None = "internalError") -> None:
+        """freebusy.query answers this calendar with ``errors: [{reason}]`` and no busy
+        intervals, the others normally (freebusy.query reference, calendars.(key).errors);
+        ``None`` clears it."""
+        with self._lock:
+            if reason is None:
+                self._freebusy_errors.pop(calendar_id, None)
+            else:
+                self._freebusy_errors[calendar_id] = reason
 
     # batch --------------------------------------------------------------------------------------
 
