@@ -167,8 +167,10 @@ def _connect(
 
 
 def connection_of(app: App, therapist_id: str, connection_id: int) -> ConnectionRow:
-    with app.sessions() as s:
-        row = s.get(ConnectionRow, connection_id)
+    row = None
+    if 0 < connection_id < 2**31:  # an id from a URL or form: never past the column's range
+        with app.sessions() as s:
+            row = s.get(ConnectionRow, connection_id)
     if row is None or row.therapist_id != therapist_id:
         raise ConnectProblem(Problem("That calendar connection no longer exists."))
     return row

@@ -568,8 +568,40 @@ def test_dashboard_shows_the_reconnect_link_beside_the_connection(world: World) 
                 [conn] = world.connections()
                 action = f"/admin/therapists/t-1/connections/{conn.id}/reconnect-link"
                 assert c.post(action, data={"csrf": "x"}).status_code == 403
+                for cid in (conn.id + 1, 10**20):
+                    other = f"/admin/therapists/t-1/connections/{cid}/reconnect-link"
+                    assert c.post(other, data={"csrf": csrf}).status_code == 404
                 made = c.post(action, data={"csrf": csrf}, follow_redirects=False)
                 assert made.status_code == 303
                 text = c.get("/admin/therapists/t-1").text
                 assert note.payload["reconnect_url"] not in text  # the newer link is shown
                 assert "/connect/" in text
+
+
+def test_hostile_input_gets_a_page_never_a_500(world: World) -> None:
+    _link, path = world.link()
+    page = ConnectPage(world.app, FakeDaemon(), dns=world.dns)  # type: ignore[arg-type]
+    web = build_app(world.app, FakeDaemon(), page.routes())  # type: ignore[arg-type]
+    with TestClient(web, raise_server_exceptions=False) as c:
+        for target in (
+            "/connect/%ED%A0%80.abc",
+            "/connect/%00",
+            "/connect/" + "a" * 5000,
+            "/connect/a.b/done",
+            f"{path}/caldav/%ff",
+            f"{path}/reconnect/5",
+            f"{path}/reconnect/99999999999999999999999",
+        ):
+            assert c.get(target).status_code in (404, 410), target
+        for data in (
+            {"address": "a" * 3000, "username": "x", "password": "y"},
+            {"address": "x@y", "username": "a\nb", "password": "p"},
+            {"address": "x@y", "username": "u", "password": ""},
+        ):
+            assert c.post(f"{path}/caldav/other", data=data).status_code == 400, data
+        raw = b"address=%ED%A0%80&username=x&password=y"
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        assert c.post(f"{path}/caldav/other", content=raw, headers=form).status_code == 400
+        assert c.post(f"{path}/disconnect", data={"connection": "abc"}).status_code == 400
+        assert c.post(f"{path}/google", data={"mode": "everything"}).status_code == 400
+    assert world.connections() == []

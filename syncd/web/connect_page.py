@@ -103,9 +103,7 @@ class ConnectPage(ConnectPageBase):
         link = finished.link
         if finished.problem is not None:
             again = self.base(link) if link.used_at is None else None
-            return self.render(
-                "message.html", 400, title="Not connected", problem=finished.problem, again=again
-            )
+            return self.problem("Not connected", finished.problem, 400, again)
         if finished.choose_calendar:
             return self.redirect(f"{self.base(link)}/google/calendar")
         return self.redirect(f"{self.base(link)}/calendars", link.id)
@@ -117,7 +115,7 @@ class ConnectPage(ConnectPageBase):
         try:
             calendars = await self.off_loop(connect_google.writable_calendars, self.app, link)
         except ConnectProblem as exc:
-            return self.render("message.html", 400, title="Not connected", problem=exc.problem)
+            return self.problem("Not connected", exc.problem, 400)
         return self.render("google_calendar.html", base=self.base(link), calendars=calendars)
 
     async def google_calendar_choose(self, request: Request) -> Response:
@@ -207,7 +205,7 @@ class ConnectPage(ConnectPageBase):
                 connect_flow.connection_of, self.app, link.therapist_id, request.path_params["cid"]
             )
         except ConnectProblem as exc:
-            return self.render("message.html", 404, title="Not found", problem=exc.problem)
+            return self.problem("Not found", exc.problem, 404)
         if row.provider == "google":
             return self.render(
                 "reconnect_google.html",
@@ -317,7 +315,7 @@ class ConnectPage(ConnectPageBase):
         try:
             context = await self.off_loop(self.done_context, link, link.connection_id)
         except ConnectProblem as exc:
-            return self.render("message.html", 410, title="Not connected", problem=exc.problem)
+            return self.problem("Not connected", exc.problem, 410)
         return self.render("done.html", **context)
 
     async def disconnect(self, request: Request) -> Response:
@@ -334,7 +332,7 @@ class ConnectPage(ConnectPageBase):
         try:
             await self.off_loop(connect_flow.disconnect, self.app, link.therapist_id, cid)
         except ConnectProblem as exc:
-            return self.render("message.html", 400, title="Not disconnected", problem=exc.problem)
+            return self.problem("Not disconnected", exc.problem, 400)
         return self.message(
             "Disconnected",
             "Your calendar is disconnected: the entries we added are removed and your sign-in "

@@ -653,7 +653,7 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
 
     def new_reconnect_link(tid: str, cid: int) -> None:
         with app.sessions.begin() as s:
-            row = s.get(ConnectionRow, cid)
+            row = s.get(ConnectionRow, cid) if 0 < cid < 2**31 else None
             if row is None or row.therapist_id != tid:
                 raise operations.OperationError(f"therapist {tid} has no connection {cid}")
             signer = connect_links.app_signer(app)
