@@ -122,6 +122,12 @@ def issue(
 ) -> Link:
     """A new link inside the caller's transaction (the therapist must exist)."""
     lifetime = timedelta(days=config.connect.link_days if days is None else days)
+    # A Google grant left waiting for its calendar choice is not kept past its link's life.
+    s.execute(
+        update(ConnectLinkRow)
+        .where(ConnectLinkRow.expires_at <= now, ConnectLinkRow.pending_secret.is_not(None))
+        .values(pending_secret=None)
+    )
     row = ConnectLinkRow(
         id=secrets.token_urlsafe(16),
         therapist_id=therapist_id,

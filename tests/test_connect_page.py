@@ -142,6 +142,16 @@ def test_tokens_are_signed_and_links_single_use_and_expiring(world: World) -> No
     with world.app.sessions() as s:
         row = s.get(ConnectLinkRow, link.id)
         assert row is not None and link.token not in repr(row.__dict__)
+        row.pending_secret = b"sealed grant"  # as if a consent awaited its calendar choice
+    with world.app.sessions.begin() as s:
+        row = s.get(ConnectLinkRow, link.id)
+        assert row is not None
+        row.expires_at = world.app.clock() - timedelta(seconds=1)
+    world.link()  # any new link clears grants left waiting past their link's life
+    with world.app.sessions.begin() as s:
+        row = s.get(ConnectLinkRow, link.id)
+        assert row is not None and row.pending_secret is None
+        row.expires_at = row.created_at + timedelta(days=7)
         assert row.expires_at - row.created_at == timedelta(days=7)  # the default lifetime
     now = world.app.clock()
     connect_links.require_open(link, now)
@@ -186,8 +196,9 @@ def test_caldav_is_tried_before_anything_is_stored(world: World) -> None:
     link, path = world.link()
     page = world.client.get(path)
     assert page.status_code == 200
-    for name in ("Google Calendar", "Apple iCloud", "Fastmail", "Nextcloud", "Other CalDAV"):
+    for name in ("Apple iCloud", "Fastmail", "Nextcloud", "Other CalDAV"):
         assert name in page.text
+    assert "Google Calendar" not in page.text  # no OAuth client configured here
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["cache-control"] == "no-store"
     assert "<script" not in page.text
@@ -449,6 +460,7 @@ def test_google_dedicated_existing_and_reconnect_through_links(
     app, g, client = google_world
     link = connect_links.create(app, "t-1")
     path = urlsplit(link.url).path
+    assert 'href="' + path + '/google"' in client.get(path).text
     assert "A separate calendar “Therapy sessions”" in client.get(f"{path}/google").text
     g.consenting_account = None  # the therapist says no
     denied = through_google(client, path, {"mode": "dedicated"})

@@ -53,6 +53,7 @@ class ConnectPage(ConnectPageBase):
             "broken": broken,
             "healthy": healthy,
             "presets": list(caldav_presets.PRESETS.values()),
+            "google": bool(self.app.config.google.client_id),
             "base": self.base(link),
             "expires": local_label(link.expires_at, therapist.timezone),
         }
