@@ -157,6 +157,7 @@ class ConnectPage(ConnectPageBase):
             form=form,
             action=action,
             reconnect=None,
+            reconnect_label="",
         )
 
     async def caldav_connect(self, request: Request) -> Response:
@@ -188,6 +189,7 @@ class ConnectPage(ConnectPageBase):
                 form={"address": address[:2000], "username": username[:200]},
                 action=f"{self.base(link)}/caldav/{preset.key}",
                 reconnect=None,
+                reconnect_label="",
                 problem=exc.problem,
             )
         except LinkError as exc:
@@ -224,6 +226,7 @@ class ConnectPage(ConnectPageBase):
             form=form,
             action=action,
             reconnect=row,
+            reconnect_label=connection_label(row),
         )
 
     async def reconnect(self, request: Request) -> Response:
@@ -247,6 +250,7 @@ class ConnectPage(ConnectPageBase):
                 form={"address": "", "username": row.username},
                 action=f"{self.base(link)}/reconnect/{row.id}",
                 reconnect=row,
+                reconnect_label=connection_label(row),
                 problem=exc.problem,
             )
         except LinkError as exc:
