@@ -275,7 +275,7 @@ class CalDAVSettings:
     username: str
     password: str
     calendar_url: str | None = None
-    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_name: str = "Therapy sessions"
     calendar_id: str = "syncd"
     timeout: float = 15.0
 

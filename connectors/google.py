@@ -117,7 +117,7 @@ class GoogleSettings:
     url: str = GOOGLE_API
     token_uri: str = GOOGLE_TOKEN_URI
     calendar_url: str | None = None  # a calendar URL from ensure_calendar, or a calendar id
-    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_name: str = "Therapy sessions"
     calendar_id: str = "syncd"  # marks syncd's dedicated calendar in its description
     timeout: float = 15.0
     color_id: str | None = None

@@ -32,6 +32,7 @@ MAX_PROPERTY_BYTES = 32 * 1024
 _STATUS = {"CONFIRMED": "confirmed", "TENTATIVE": "tentative", "CANCELLED": "cancelled"}
 _VISIBILITY = {"PRIVATE": "private", "PUBLIC": "public", "CONFIDENTIAL": "confidential"}
 _RECURRENCE = ("RRULE", "EXDATE", "RDATE", "EXRULE")
+SOURCE_TITLE = "Booking on the platform"
 
 
 def _when(value: Any) -> dict[str, str]:
@@ -81,6 +82,10 @@ def fields_from_ical(body: str) -> dict[str, Any]:
         fields["visibility"] = _VISIBILITY.get(str(ev["CLASS"]).upper(), "default")
     if "SEQUENCE" in ev:
         fields["sequence"] = int(str(ev["SEQUENCE"]))
+    if "URL" in ev:
+        # Google's place for a link back to where the event came from (Events resource,
+        # "source": title and an http(s) URL), shown as a link on the event.
+        fields["source"] = {"title": SOURCE_TITLE, "url": str(ev["URL"])}
     recurrence = [line for prop in _RECURRENCE for line in _content_lines(ev, prop)]
     if recurrence:
         fields["recurrence"] = recurrence
@@ -120,6 +125,9 @@ def fingerprint(event: dict[str, Any]) -> str:
         event.get("visibility", "default"),
         [line.strip() for line in event.get("recurrence") or []],
     ]
+    source_url = (event.get("source") or {}).get("url")
+    if source_url:
+        doc.append(source_url)  # only when present: events without one keep their fingerprint
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:32]
 
 
@@ -197,6 +205,9 @@ def _rebuild(event: dict[str, Any]) -> str:
         ev.add("class", visibility.upper())
     if "sequence" in event:
         ev.add("sequence", int(event["sequence"]))
+    source_url = (event.get("source") or {}).get("url")
+    if source_url:
+        ev.add("url", source_url)
     cal.add_component(ev)
     text = bytes(cal.to_ical()).decode()
     recurrence = event.get("recurrence") or []

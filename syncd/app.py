@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import retry
+from syncd import connect_links, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
 from syncd.engine import Engine
@@ -108,6 +108,10 @@ class App:
             clock=self.clock,
             policy=policy,
             availability=self.config.availability,
+            session_url=self.config.platform.session_url or None,
+            reconnect_link=connect_links.reconnect_issuer(
+                self.config, connect_links.app_signer(self)
+            ),
         )
 
     def ingestor(self) -> Ingestor:

@@ -745,3 +745,8 @@ def check_config(ctx: click.Context) -> None:
         raise CliError(problem)
     console.print_json(cfg.model_dump_json())
     console.print("configuration is valid")
+
+
+from syncd.cli_connect_link import connect_link  # noqa: E402 - its own module, attached here
+
+main.add_command(connect_link)

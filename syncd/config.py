@@ -50,9 +50,13 @@ class SyncConfig(_Section):
     failure_backoff_cap: float = Field(900, ge=1)
 
 
+# What therapists see as the name of the calendar syncd creates for them: no product name.
+DEFAULT_CALENDAR_NAME = "Therapy sessions"
+
+
 class CalDAVConfig(_Section):
     timeout: float = Field(15, gt=0, le=300)
-    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_name: str = Field(DEFAULT_CALENDAR_NAME, min_length=1, max_length=200)
     calendar_id: str = "syncd"
     # false: refuse CalDAV URLs whose host resolves to a loopback/private/link-local address.
     allow_private_hosts: bool = False
@@ -66,7 +70,7 @@ class GoogleConfig(_Section):
     token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
     revoke_url: str = "https://oauth2.googleapis.com/revoke"
     timeout: float = Field(15, gt=0, le=300)
-    calendar_name: str = "Therapy sessions (syncd)"
+    calendar_name: str = Field(DEFAULT_CALENDAR_NAME, min_length=1, max_length=200)
     color_id: str = ""
     reminder_minutes: list[int] | None = None
     min_request_interval: float = Field(0.1, ge=0, le=10)  # 600 calls/min/user
@@ -126,6 +130,9 @@ class PlatformConfig(_Section):
     retry_cap: float = Field(600, gt=0)
     batch: int = Field(50, ge=1, le=1000)
     poll_interval: float = Field(1.0, gt=0, le=3600)
+    # The booking's page on the platform, e.g. "https://platform.example/sessions/{session_id}":
+    # each calendar entry links to it (URL property, and a line in its description).
+    session_url: str = ""
 
     @field_validator("webhook_url")
     @classmethod
@@ -134,6 +141,32 @@ class PlatformConfig(_Section):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL, or empty")
         return value
+
+    @field_validator("session_url")
+    @classmethod
+    def _session_template(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        if "{session_id}" not in value:
+            raise ValueError("must contain {session_id}, where the session's id goes")
+        if "{" in value.replace("{session_id}", "") or "}" in value.replace("{session_id}", ""):
+            raise ValueError("the only placeholder allowed is {session_id}")
+        if any(c.isspace() for c in value):
+            raise ValueError("must not contain spaces")
+        return value
+
+
+class ConnectConfig(_Section):
+    """Connect links: the page therapists open to connect their own calendar."""
+
+    # How long a link from `syncd connect-link` / POST /v1/admin/connect-links stays valid.
+    link_days: float = Field(7, gt=0, le=90)
+    # After a link is used, the browser that used it may finish the steps (busy calendars,
+    # the confirmation, disconnect) for this many minutes.
+    session_minutes: float = Field(60, ge=5, le=24 * 60)
 
 
 class HttpConfig(_Section):
@@ -180,6 +213,7 @@ class Config(_Section):
     google: GoogleConfig = Field(default_factory=GoogleConfig)
     availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    connect: ConnectConfig = Field(default_factory=ConnectConfig)
 
     @property
     def database_url(self) -> str:

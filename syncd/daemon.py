@@ -29,6 +29,8 @@ from syncd.notify import Notifier
 from syncd.replica import dead_local_owner, replica_id
 from syncd.store import queue, replicas, wakeups
 from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
+from syncd.web import connect_links_api as _connect_links_api  # noqa: F401 - registers its routes
+from syncd.web import connect_page as _connect_page  # noqa: F401 - registers its routes
 from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
 from syncd.web import feeds_api as _feeds_api  # noqa: F401 - registers its routes
 from syncd.web import ingest_api as _ingest_api  # noqa: F401 - registers its routes

@@ -40,13 +40,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ConnectorFactory = Callable[[ConnectionRow], Connector]
+# Issues a fresh reconnect link inside the caller's transaction: (session, therapist id,
+# connection id, now) -> (URL, expiry), or None when links cannot be made.
+ReconnectLink = Callable[[Session, str, int, datetime], tuple[str, datetime] | None]
 
 
 class ConnectionState:
     OK = "ok"
     ERROR = "error"
+    # Written by syncd 0.1 for a refused password; such a connection moves to NEEDS_REAUTH (and
+    # announces it) on its next pass.
     AUTH_FAILED = "auth_failed"
-    # The grant is gone (Google invalid_grant): nothing is sent until the therapist reconnects.
+    # The credentials are refused (CalDAV 401/403) or the grant is gone (Google invalid_grant):
+    # nothing is sent until the therapist reconnects.
     NEEDS_REAUTH = "needs_reauth"
 
 
@@ -94,8 +100,12 @@ class Engine:
         clock: Clock = utc_now,
         policy: retry.RetryPolicy | None = None,
         availability: AvailabilityConfig | None = None,
+        session_url: str | None = None,
+        reconnect_link: ReconnectLink | None = None,
     ) -> None:
         self._sessions = sessions
+        self._session_url = session_url or None
+        self._reconnect_link = reconnect_link
         self._connector_for = connector_for
         self._clock = clock
         self._policy = policy or retry.RetryPolicy()
@@ -134,7 +144,9 @@ class Engine:
     def desired(self, therapist_id: str) -> dict[str, Entry] | None:
         with self._sessions() as s:
             state = repo.platform_state(s, therapist_id)
-        return None if state is None else project(state, self._clock())
+        if state is None:
+            return None
+        return project(state, self._clock(), session_url=self._session_url)
 
     def run_pass(
         self, therapist_id: str, *, full: bool = False, dry_run: bool = False
@@ -221,16 +233,14 @@ class Engine:
             else:
                 observed = Changes(full=True)  # still busy after MAX_ROUNDS: re-list next time
             self._succeeded(conn.id, calendar_url, observed.token)
-        except AuthRevoked as exc:
+        except AuthFailed as exc:
+            # A refused password and a revoked grant alike: retrying cannot help, only the
+            # therapist can. One notification with a reconnect link, then no request for this
+            # connection until they reconnect (no retry storm against a locked account).
             out.error_class = type(exc).__name__
             out.error = f"needs re-authorisation: {exc}"
             self._drop_connector(conn.id)
-            self._revoked(conn, out.error)
-        except AuthFailed as exc:
-            out.error_class = type(exc).__name__
-            out.error = f"authentication failed: {exc}"
-            self._drop_connector(conn.id)
-            self._failed(conn.id, ConnectionState.AUTH_FAILED, out.error)
+            self._revoked(conn, out.error, revoked=isinstance(exc, AuthRevoked))
         except Transient as exc:
             out.error_class = type(exc).__name__
             out.error, out.transient = f"temporarily unavailable: {exc}", True
@@ -481,7 +491,7 @@ class Engine:
 
         self._commit(update)
 
-    def _revoked(self, conn: ConnectionRow, error: str) -> None:
+    def _revoked(self, conn: ConnectionRow, error: str, *, revoked: bool) -> None:
         now = self._clock()
 
         def update(s: Session) -> None:
@@ -492,18 +502,28 @@ class Engine:
             row.last_pass_at = now
             row.last_error = error[:2000]
             row.failures += 1
-            outbox.enqueue(
-                s,
-                "calendar.disconnected",
-                {
-                    "therapist_id": row.therapist_id,
-                    "connection_id": row.id,
-                    "provider": row.provider,
-                    "reason": "authorisation revoked or expired; the therapist must reconnect",
-                    "at": now.isoformat(),
-                },
-                now,
+            reason = (
+                "authorisation revoked or expired; the therapist must reconnect"
+                if revoked
+                else "the calendar refused the stored credentials (a changed password?); "
+                "the therapist must reconnect"
             )
+            data: dict[str, object] = {
+                "therapist_id": row.therapist_id,
+                "connection_id": row.id,
+                "provider": row.provider,
+                "reason": reason,
+                "at": now.isoformat(),
+            }
+            link = (
+                self._reconnect_link(s, row.therapist_id, row.id, now)
+                if self._reconnect_link is not None
+                else None
+            )
+            if link is not None:
+                data["reconnect_url"], expires = link
+                data["reconnect_expires_at"] = expires.isoformat()
+            outbox.enqueue(s, "calendar.disconnected", data, now)
 
         self._commit(update)
 

@@ -106,7 +106,8 @@ def render_feed(app: App, token: str) -> tuple[str, str] | None:
         if state is None:
             return None
         stamp = _last_change(s, therapist_id)
-    entries = sorted(project(state, app.clock()).values(), key=lambda e: (e.start, e.uid))
+    desired = project(state, app.clock(), session_url=app.config.platform.session_url or None)
+    entries = sorted(desired.values(), key=lambda e: (e.start, e.uid))
     body = ical.to_calendar(entries, stamp, name=app.config.caldav.calendar_name)
     etag = '"' + hashlib.sha256(body.encode()).hexdigest() + '"'
     return body, etag

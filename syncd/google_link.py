@@ -15,6 +15,8 @@ import html
 import logging
 import secrets
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -71,8 +73,10 @@ def authorization_url(
     *,
     calendar_id: str | None = None,
     redirect_base: str | None = None,
+    scope: Sequence[str] | None = None,
 ) -> str:
-    """A link the therapist opens to grant access; valid for ``LINK_LIFETIME``."""
+    """A link the therapist opens to grant access; valid for ``LINK_LIFETIME``. ``scope``
+    overrides the scopes implied by ``calendar_id`` (a consent whose calendar is chosen after)."""
     g = app.config.google
     if not g.client_id:
         raise OperationError("[google] client_id is not configured (see docs/google.md)")
@@ -99,7 +103,7 @@ def authorization_url(
         "client_id": g.client_id,
         "redirect_uri": redirect_uri,
         "response_type": "code",
-        "scope": " ".join(scopes(calendar_id)),
+        "scope": " ".join(scope if scope is not None else scopes(calendar_id)),
         "state": state,
         "code_challenge": _challenge(verifier),
         "code_challenge_method": "S256",
@@ -111,10 +115,21 @@ def authorization_url(
     return f"{g.auth_url}?{urlencode(query)}"
 
 
-def complete(app: App, state: str, code: str) -> int:
-    """Exchange the code for tokens, find or create the calendar, store the connection."""
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authorization code was exchanged for."""
+
+    state: str
+    therapist_id: str
+    calendar_id: str | None
+    refresh_token: str
+
+
+def exchange_code(app: App, state: str, code: str) -> Grant:
+    """Claim the authorization request (once: a conditional UPDATE, so a replayed callback
+    cannot exchange twice) and exchange the code for a refresh token."""
     now = app.clock()
-    with app.sessions() as s:
+    with app.sessions.begin() as s:
         request = s.get(OAuthRequestRow, state)
         if request is None:
             raise OperationError("unknown or already used authorization link")
@@ -122,6 +137,14 @@ def complete(app: App, state: str, code: str) -> int:
             raise OperationError("this authorization link was already used")
         if request.expires_at < now:
             raise OperationError("this authorization link has expired; ask for a new one")
+        claimed = s.execute(
+            update(OAuthRequestRow)
+            .where(OAuthRequestRow.state == state, OAuthRequestRow.completed_at.is_(None))
+            .values(completed_at=now)
+            .returning(OAuthRequestRow.state)
+        ).first()
+        if claimed is None:
+            raise OperationError("this authorization link was already used")
         verifier = app.box.open(request.code_verifier)
         therapist_id, calendar_id = request.therapist_id, request.calendar_id
         redirect_uri = request.redirect_uri
@@ -146,7 +169,16 @@ def complete(app: App, state: str, code: str) -> int:
     refresh_token = response.json().get("refresh_token")
     if not refresh_token:
         raise OperationError("Google returned no refresh token (was offline access granted?)")
-    connector = GoogleConnector(app.google_settings(refresh_token, calendar_id))
+    return Grant(state, therapist_id, calendar_id, refresh_token)
+
+
+def store_connection(app: App, grant: Grant, calendar_id: str | None) -> int:
+    """Find or create the calendar (``calendar_id`` None: the dedicated one), then store the
+    connection; reconnecting the same calendar updates its connection in place."""
+    now = app.clock()
+    g = app.config.google
+    therapist_id = grant.therapist_id
+    connector = GoogleConnector(app.google_settings(grant.refresh_token, calendar_id))
     try:
         calendar_url = connector.ensure_calendar()
     except ConnectorError as exc:
@@ -172,17 +204,23 @@ def complete(app: App, state: str, code: str) -> int:
             created_at=now,
         )
         # Reconnecting (after a revoked grant) keeps the mirror, so nothing is written twice.
-        row.secret = app.box.seal(refresh_token)
+        row.secret = app.box.seal(grant.refresh_token)
         row.state, row.failures, row.last_error = "new", 0, None
         if existing is None:
             s.add(row)
         s.flush()
-        req = s.get(OAuthRequestRow, state)
-        assert req is not None
-        req.completed_at, req.connection_id = now, row.id
+        req = s.get(OAuthRequestRow, grant.state)
+        if req is not None:
+            req.connection_id = row.id
         queue.mark_due(s, therapist_id, now, full=True)
         log.info("therapist %s connected Google calendar (connection %d)", therapist_id, row.id)
         return row.id
+
+
+def complete(app: App, state: str, code: str) -> int:
+    """Exchange the code for tokens, find or create the calendar, store the connection."""
+    grant = exchange_code(app, state, code)
+    return store_connection(app, grant, grant.calendar_id)
 
 
 def revoke(app: App, refresh_token: str) -> None:
@@ -288,6 +326,18 @@ def accept_push(app: App, connection_id: int, channel_id: str, token: str, state
 
 # -- routes ------------------------------------------------------------------------------------
 
+# Flows that start a consent themselves (the connect page) finish it their own way: a handler
+# gets (app, state, code, Google's error or None) and returns its response for a ``state`` it
+# owns, None for any other.
+CallbackHandler = Callable[[App, str, str, str | None], Response | None]
+_callback_handlers: list[CallbackHandler] = []
+
+
+def register_callback_handler(handler: CallbackHandler) -> CallbackHandler:
+    if handler not in _callback_handlers:
+        _callback_handlers.append(handler)
+    return handler
+
 
 def _page(title: str, message: str, status: int = 200) -> HTMLResponse:
     body = (
@@ -304,12 +354,18 @@ def _page(title: str, message: str, status: int = 200) -> HTMLResponse:
 def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
     async def callback(request: Request) -> Response:
         params = request.query_params
-        if "error" in params:
-            return _page("Not connected", f"Google said: {params['error']}.", 400)
-        state, code = params.get("state"), params.get("code")
+        state, code, error = params.get("state", ""), params.get("code", ""), params.get("error")
+        loop = asyncio.get_running_loop()
+        for handler in _callback_handlers:
+            # Also given Google's error, so the flow that began the consent can say it its way.
+            handled = await loop.run_in_executor(None, handler, app, state, code, error)
+            if handled is not None:
+                daemon.wake()
+                return handled
+        if error is not None:
+            return _page("Not connected", f"Google said: {error}.", 400)
         if not state or not code:
             return _page("Not connected", "The link is incomplete.", 400)
-        loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, complete, app, state, code)
         except OperationError as exc:

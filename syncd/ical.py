@@ -30,6 +30,8 @@ def to_event(entry: Entry, stamp: datetime) -> icalendar.Event:
     if entry.location:
         ev.add("location", entry.location)
     ev.add("description", entry.description)
+    if entry.url:
+        ev.add("url", entry.url)  # RFC 5545 3.8.4.6: where to find the booking itself
     if entry.rrule:
         ev.add("rrule", icalendar.vRecur.from_ical(entry.rrule))
         for ex in entry.exdates:

@@ -38,6 +38,19 @@ class OperationError(Exception):
     """A refused admin operation; the message is the one line shown to the admin."""
 
 
+class UrlRefused(OperationError):
+    """A server address the outbound-request policy refuses (not a URL, or a private host)."""
+
+
+class ConnectFailed(OperationError):
+    """The account could not be used; ``error`` is the connector's typed error, so a caller
+    that speaks to therapists can say what went wrong in its own words."""
+
+    def __init__(self, message: str, error: ConnectorError) -> None:
+        super().__init__(message)
+        self.error = error
+
+
 def connect_caldav(
     app: App,
     therapist_id: str,
@@ -72,7 +85,7 @@ def connect_caldav(
         try:
             row.calendar_url = connector.ensure_calendar()
         except ConnectorError as exc:
-            raise OperationError(f"cannot use the CalDAV account at {url}: {exc}") from None
+            raise ConnectFailed(f"cannot use the CalDAV account at {url}: {exc}", exc) from None
         finally:
             connector.close()
     with app.sessions.begin() as s:
@@ -104,12 +117,12 @@ def check_public_url(url: str) -> None:
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
-        raise OperationError(f"refused CalDAV URL {url}: an http:// or https:// URL is required")
+        raise UrlRefused(f"refused CalDAV URL {url}: an http:// or https:// URL is required")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError) as exc:
-        raise OperationError(f"refused CalDAV URL {url}: cannot resolve {host}: {exc}") from None
+        raise UrlRefused(f"refused CalDAV URL {url}: cannot resolve {host}: {exc}") from None
     for info in infos:
         addr = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -122,7 +135,7 @@ def check_public_url(url: str) -> None:
             or addr.is_multicast
             or addr.is_reserved
         ):
-            raise OperationError(
+            raise UrlRefused(
                 f"refused CalDAV URL {url}: {host} resolves to non-public address {addr} "
                 "(set [caldav] allow_private_hosts = true to allow it)"
             )
@@ -327,7 +340,12 @@ def replica_overview(app: App) -> list[replicas.ReplicaInfo]:
 
 
 def disconnect(
-    app: App, therapist_id: str, connection_id: int, *, keep_events: bool = False
+    app: App,
+    therapist_id: str,
+    connection_id: int,
+    *,
+    keep_events: bool = False,
+    reason: str = "disconnected by an admin",
 ) -> int:
     """Remove what syncd wrote (its dedicated calendar whole, or each entry it made), stop push
     notifications, revoke the grant, forget the connection. Returns the entries removed."""
@@ -375,7 +393,7 @@ def disconnect(
                 "therapist_id": therapist_id,
                 "connection_id": connection_id,
                 "provider": row.provider,
-                "reason": "disconnected by an admin",
+                "reason": reason,
                 "entries_removed": removed,
                 "at": now.isoformat(),
             },

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from syncd import domain as d
@@ -26,11 +27,16 @@ LOCATION_WORDS = {
     d.LocationType.VIDEO: "Video session",
     d.LocationType.PHONE: "Phone session",
 }
+# Therapists read these, so they never name syncd: the entry explains itself and its source.
 MANAGED_NOTE = (
-    "Managed by syncd from the booking platform. Edits made here are replaced on the next sync; "
-    "add your own notes in a separate event."
+    "Kept in step with the booking platform: changes made here are replaced on the next sync, "
+    "so add your own notes in a separate event."
 )
-_SESSION_NOTES = {kind: f"{words}. {MANAGED_NOTE}" for kind, words in LOCATION_WORDS.items()}
+BOOKING_LINE = "Booking on the platform: {url}"
+UNCONFIRMED_NOTE = (
+    "Not confirmed yet: please confirm this booking on the platform; an unconfirmed booking "
+    "is cancelled when it times out."
+)
 
 
 class Entry(NamedTuple):
@@ -52,6 +58,7 @@ class Entry(NamedTuple):
     description: str = MANAGED_NOTE
     rrule: str | None = None
     exdates: tuple[datetime, ...] = ()
+    url: str | None = None  # the booking on the platform ([platform] session_url)
 
     @property
     def content_hash(self) -> str:
@@ -78,6 +85,10 @@ class Entry(NamedTuple):
         )
         if self.exdates:
             fields += tuple(repr(x.timestamp()) for x in self.exdates)
+        if self.url:
+            # Only when set, so entries without a link keep the fingerprint they had before
+            # links existed; "url=" keeps it apart from an EXDATE timestamp.
+            fields += ("url=" + self.url,)
         text = _SEP.join(fields)
         if text.count(_SEP) != len(fields) - 1:
             text = ascii(fields)
@@ -187,24 +198,55 @@ def _title(base: str, client: d.Client, t: d.Therapist) -> str:
 
 
 def local_label(instant: datetime, zone: str) -> str:
-    """ "Tue 2 Dec 14:05" in the therapist's zone: how expiries are shown in titles."""
+    """ "Tue 2 Dec 14:05" in the therapist's zone: how times are shown in titles. The date is
+    kept (unlike "Tue 14:05") because a session can be weeks away from the entry naming it."""
     local = instant.astimezone(ZoneInfo(zone))
     return f"{local:%a} {local.day} {local:%b %H:%M}"
 
 
-def _session_entry(t: d.Therapist, s: d.Session, pending: d.Offer | None, sequence: int) -> Entry:
+def booking_url(template: str | None, session_id: str) -> str | None:
+    """``[platform] session_url`` filled in for one session (the id URL-encoded), or None."""
+    if not template:
+        return None
+    return template.replace("{session_id}", quote(session_id, safe=""))
+
+
+def _describe(*lines: str | None) -> str:
+    return "\n".join(line for line in lines if line)
+
+
+def _session_entry(
+    t: d.Therapist, s: d.Session, pending: d.Offer | None, sequence: int, url: str | None
+) -> Entry:
     uid, name = _uid_and_name("session", s.id)
     unconfirmed = s.status is d.SessionStatus.UNCONFIRMED
+    base = _title("Therapy session", s.client, t)
+    link = BOOKING_LINE.format(url=url) if url else None
     if pending is not None:
-        # The original slot stays blocked while the client considers the alternatives.
+        # The original slot stays blocked while the client considers the alternatives; it is
+        # still the session (same entry), so the title says so first.
         until = local_label(pending.expires_at, t.timezone)
-        title = _title(f"Blocked: original slot (offer open until {until})", s.client, t)
+        title = f"{base} — alternatives offered, open until {until}"
         status = "CONFIRMED"
+        description = _describe(
+            f"You offered the client {len(pending.alternatives)} other time"
+            f"{'' if len(pending.alternatives) == 1 else 's'} for this session. This time stays "
+            f"blocked until the client answers or the offer ends ({until}): if they accept one, "
+            "the session moves there; otherwise it stays here.",
+            link,
+            MANAGED_NOTE,
+        )
     else:
-        title = _title("Therapy session", s.client, t)
+        title = base
         if unconfirmed:
-            title += " (unconfirmed)"
+            title += " (unconfirmed — please confirm on the platform)"
         status = "TENTATIVE" if unconfirmed else "CONFIRMED"
+        description = _describe(
+            f"{LOCATION_WORDS[s.location.type]} booked on the platform.",
+            UNCONFIRMED_NOTE if unconfirmed else None,
+            link,
+            MANAGED_NOTE,
+        )
     return Entry(
         uid=uid,
         name=name,
@@ -216,13 +258,18 @@ def _session_entry(t: d.Therapist, s: d.Session, pending: d.Offer | None, sequen
         status=status,
         sequence=sequence,
         location=location_text(s.location, t.privacy),
-        description=_SESSION_NOTES[s.location.type],
+        description=description,
+        url=url,
     )
 
 
-def _hold_entries(t: d.Therapist, offer: d.Offer, session: d.Session) -> list[Entry]:
+def _hold_entries(
+    t: d.Therapist, offer: d.Offer, session: d.Session, url: str | None
+) -> list[Entry]:
     until = local_label(offer.expires_at, t.timezone)
+    original = local_label(session.start, t.timezone)
     held_for = client_label(session.client, t.privacy.client_label) or "client"
+    link = BOOKING_LINE.format(url=url) if url else None
     entries = []
     for i, alt in enumerate(offer.alternatives):
         uid, name = _uid_and_name("hold", f"{offer.id}.{i}")
@@ -234,13 +281,17 @@ def _hold_entries(t: d.Therapist, offer: d.Offer, session: d.Session) -> list[En
                 start=alt.start,
                 end=alt.end,
                 timezone=t.timezone,
-                summary=f"Held for {held_for} — until {until}",
+                summary=f"Held for {held_for} — alternative for {original} session · until {until}",
                 status="TENTATIVE",
                 sequence=offer.version,
-                description=(
-                    f"Alternative time {i + 1} of {len(offer.alternatives)} offered for a "
-                    f"session; released automatically at {until} if not accepted. {MANAGED_NOTE}"
+                description=_describe(
+                    f"Alternative time {i + 1} of {len(offer.alternatives)} you offered instead "
+                    f"of the {original} session. Held so nobody else can book it; released "
+                    f"automatically at {until} unless the client accepts it.",
+                    link,
+                    MANAGED_NOTE,
                 ),
+                url=url,
             )
         )
     return entries
@@ -276,15 +327,18 @@ def _reserved_entry(
         # EXDATEs change with the client's sessions, not with the reservation's version: count
         # those versions too so SEQUENCE only ever grows.
         sequence=slot.version + sum(x.version for x in own),
-        description=f"Regular time reserved for an ongoing client. {MANAGED_NOTE}",
+        description=_describe("Regular time reserved for an ongoing client.", MANAGED_NOTE),
         rrule=rule,
         exdates=tuple(sorted(exdates)),
     )
 
 
-def project(state: PlatformState, now: datetime) -> dict[str, Entry]:
+def project(
+    state: PlatformState, now: datetime, *, session_url: str | None = None
+) -> dict[str, Entry]:
     """Desired entries keyed by UID. ``now`` decides which offers are still pending: a hold is
-    gone from the projection the moment its offer expires, whether or not anything else ran."""
+    gone from the projection the moment its offer expires, whether or not anything else ran.
+    ``session_url`` is the ``[platform] session_url`` template linking entries to bookings."""
     t = state.therapist
     entries: dict[str, Entry] = {}
     pending = {
@@ -301,10 +355,11 @@ def project(state: PlatformState, now: datetime) -> dict[str, Entry]:
         if not s.blocks_time:
             continue
         offer = pending.get(s.id)
-        e = _session_entry(t, s, offer, s.version + offer_versions.get(s.id, 0))
+        url = booking_url(session_url, s.id)
+        e = _session_entry(t, s, offer, s.version + offer_versions.get(s.id, 0), url)
         entries[e.uid] = e
         if offer is not None:
-            for hold in _hold_entries(t, offer, s):
+            for hold in _hold_entries(t, offer, s, url):
                 entries[hold.uid] = hold
     for slot in state.reserved_slots:
         r = _reserved_entry(t, slot, state.sessions)

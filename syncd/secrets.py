@@ -3,6 +3,8 @@ database (a file, an environment variable or a systemd credential)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -48,6 +50,12 @@ class SecretBox:
             self._fernet = Fernet(key)
         except ValueError as exc:
             raise SecretError("the secret key is not a valid Fernet key") from exc
+        self._key = key
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A key for ``purpose`` (e.g. signing links), derived from, never equal to, the secret
+        key: one secret to back up, and no derived key reveals it or another derived key."""
+        return hmac.new(self._key, purpose, hashlib.sha256).digest()
 
     def seal(self, plain: str) -> bytes:
         return self._fernet.encrypt(plain.encode())

@@ -34,7 +34,7 @@ from connectors.errors import (
     Transient,
 )
 
-SYNCD_CALENDAR_NAME = "Therapy sessions (syncd)"
+SYNCD_CALENDAR_NAME = "Therapy sessions"
 
 _UID = re.compile(r"^UID:(.*?)\r?$", re.MULTILINE)
 

@@ -336,7 +336,7 @@ def test_calendars_lists_the_personal_calendar_and_marks_the_dedicated_one(case:
     assert by_ref[case.personal].name == "Personal"
     assert by_ref[case.personal].is_syncd is False
     assert by_ref[dedicated].is_syncd is True
-    assert by_ref[dedicated].name == "Therapy sessions (syncd)"
+    assert by_ref[dedicated].name == "Therapy sessions"
     assert [c.ref for c in listed if c.is_syncd] == [dedicated]
 
 

@@ -301,7 +301,7 @@ def test_ensure_calendar_creates_the_dedicated_calendar_once(target: ContractTar
     assert first.ensure_calendar() == url
     # A new connector (another process, a restart) finds the same calendar instead of adding one.
     assert target.connector().ensure_calendar() == url
-    assert target.count_calendars(first, "Therapy sessions (syncd)") == 1
+    assert target.count_calendars(first, "Therapy sessions") == 1
 
 
 def test_existing_calendar_by_url(target: ContractTarget) -> None:
@@ -312,7 +312,7 @@ def test_existing_calendar_by_url(target: ContractTarget) -> None:
     item = conn.create("x.ics", vcalendar(new_uid()))
     assert owner.changes(None).changed == {item.href: item.etag}
     # Writing into a given calendar never creates the dedicated one.
-    assert target.count_calendars(owner, "Therapy sessions (syncd)") == 0
+    assert target.count_calendars(owner, "Therapy sessions") == 0
 
 
 def test_calendar_url_that_does_not_exist_is_not_found(target: ContractTarget) -> None:

@@ -106,7 +106,7 @@ def test_pending_offer_holds_each_time_and_blocks_the_original_then_accept(world
     assert session.start == SESSION_START
     # expires_at defaults to sent_at + 24 h, shown in the therapist's local time (GMT in Dec)
     assert str(session.event["SUMMARY"]) == (
-        "Blocked: original slot (offer open until Wed 2 Dec 09:00)"
+        "Therapy session — alternatives offered, open until Wed 2 Dec 09:00"
     )
     assert str(session.event["STATUS"]) == "CONFIRMED"
     held = holds(seen)
@@ -114,7 +114,9 @@ def test_pending_offer_holds_each_time_and_blocks_the_original_then_accept(world
     for h in held:
         assert str(h.event["STATUS"]) == "TENTATIVE"
         assert str(h.event["TRANSP"]) == "OPAQUE"
-        assert str(h.event["SUMMARY"]) == "Held for client — until Wed 2 Dec 09:00"
+        assert str(h.event["SUMMARY"]) == (
+            "Held for client — alternative for Thu 3 Dec 10:00 session · until Wed 2 Dec 09:00"
+        )
     accepted = offer(
         "o-1",
         ALTS,

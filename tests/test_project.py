@@ -142,10 +142,15 @@ def test_unknown_client_name_gives_the_generic_title() -> None:
     assert e.summary == "Therapy session"
 
 
-def test_unconfirmed_is_tentative_and_says_so() -> None:
+def test_unconfirmed_is_tentative_and_asks_for_confirmation() -> None:
     e = only(therapist(), session(status=d.SessionStatus.UNCONFIRMED))
     assert e.status == "TENTATIVE"
-    assert "(unconfirmed)" in e.summary
+    assert e.summary == "Therapy session (unconfirmed — please confirm on the platform)"
+    assert "please confirm this booking on the platform" in e.description
+    labelled = only(therapist(d.ClientLabel.INITIALS), session(status=d.SessionStatus.UNCONFIRMED))
+    assert labelled.summary == (
+        "Therapy session · J.D. (unconfirmed — please confirm on the platform)"
+    )
 
 
 @pytest.mark.parametrize("status", [d.SessionStatus.CONFIRMED, d.SessionStatus.COMPLETED])
@@ -356,6 +361,7 @@ def test_fingerprint_does_not_depend_on_the_offset_an_instant_is_given_in() -> N
         {"exdates": (*PINNED.exdates, PINNED.start + timedelta(days=14))},
         {"description": "Regular time!"},
         {"kind": "session"},
+        {"url": "https://platform.example/sessions/r-1"},
     ],
 )
 def test_fingerprint_follows_every_rendered_field(change: dict[str, Any]) -> None:
@@ -423,7 +429,7 @@ def test_rendered_entry_round_trips(zone: str, label: d.ClientLabel) -> None:
     assert str(ev["SUMMARY"]) == e.summary
     assert str(ev["X-SYNCD-HASH"]) == e.content_hash
     assert str(ev["LOCATION"]) == ADDRESS
-    assert "Managed by syncd" in str(ev["DESCRIPTION"])
+    assert "Kept in step with the booking platform" in str(ev["DESCRIPTION"])
 
 
 def test_confirmed_renders_confirmed() -> None:
@@ -465,3 +471,95 @@ def test_ids_differing_only_in_case_get_names_that_differ_case_insensitively() -
     names = {name_for(uid_for("session", i)).lower() for i in ("ABC", "abc", "Abc", "aBC")}
     assert len(names) == 4
     assert safe_id("s-1001") == "s-1001"  # ordinary ids stay readable
+
+
+# -- entries that explain themselves (links, holds, blocked originals) ---------------------------
+
+SESSION_URL = "https://platform.example/sessions/{session_id}"
+
+
+def with_offer(
+    t: d.Therapist, s: d.Session, alternatives: list[datetime], expires: datetime
+) -> dict[str, Entry]:
+    offer = d.Offer(
+        id="o-1",
+        version=1,
+        session_id=s.id,
+        alternatives=tuple(d.Alternative(a, a + timedelta(minutes=50)) for a in alternatives),
+        sent_at=NOW,
+        expires_at=expires,
+        state=d.OfferState.PENDING,
+    )
+    state = PlatformState(therapist=t, sessions=(s,), offers=(offer,))
+    return project(state, NOW, session_url=SESSION_URL)
+
+
+def test_holds_and_the_blocked_original_say_what_they_are_in_the_therapists_zone() -> None:
+    # 10:00 UTC on Tue 1 Dec is 05:00 in New York; the offer ends Wed 2 Dec 14:05 New York time.
+    expires = datetime(2026, 12, 2, 19, 5, tzinfo=UTC)
+    alts = [START + timedelta(days=3), START + timedelta(days=3, hours=2)]
+    got = with_offer(therapist(zone="America/New_York"), session(), alts, expires)
+    blocked = got[uid_for("session", "s-1")]
+    assert blocked.kind == "blocked" and blocked.status == "CONFIRMED"
+    assert blocked.summary == ("Therapy session — alternatives offered, open until Wed 2 Dec 14:05")
+    assert "2 other times" in blocked.description
+    holds = sorted((e for e in got.values() if e.kind == "hold"), key=lambda e: e.start)
+    assert [h.start for h in holds] == alts
+    for h in holds:
+        assert h.status == "TENTATIVE"
+        assert h.summary == (
+            "Held for client — alternative for Tue 1 Dec 05:00 session · until Wed 2 Dec 14:05"
+        )
+    assert "Alternative time 2 of 2" in holds[1].description
+
+
+def test_holds_name_the_client_only_when_opted_in() -> None:
+    expires = datetime(2026, 12, 2, 14, 5, tzinfo=UTC)
+    got = with_offer(
+        therapist(d.ClientLabel.FIRST_NAME), session(), [START + timedelta(days=3)], expires
+    )
+    assert got[uid_for("session", "s-1")].summary == (
+        "Therapy session · Jane — alternatives offered, open until Wed 2 Dec 14:05"
+    )
+    hold = got[uid_for("hold", "o-1.0")]
+    assert hold.summary == (
+        "Held for Jane — alternative for Tue 1 Dec 10:00 session · until Wed 2 Dec 14:05"
+    )
+    assert all("Doe" not in str(v) for e in got.values() for v in e)
+
+
+def test_entries_link_back_to_the_booking() -> None:
+    s = session("s/1 ü")  # an id that needs escaping in a URL
+    state = PlatformState(therapist=therapist(), sessions=(s,))
+    [e] = project(state, NOW, session_url=SESSION_URL).values()
+    assert e.url == "https://platform.example/sessions/s%2F1%20%C3%BC"
+    assert f"Booking on the platform: {e.url}" in e.description
+    _, ev = parsed_event(e)
+    assert str(ev["URL"]) == e.url
+    # Without a template there is no link, and the fingerprint is what it was before links.
+    [plain] = project(state, NOW).values()
+    assert plain.url is None and "Booking on the platform" not in plain.description
+    assert "URL" not in parsed_event(plain)[1]
+    assert plain.content_hash == plain._replace(url="").content_hash
+    assert plain.content_hash != e._replace(description=plain.description).content_hash
+
+
+def test_descriptions_never_name_the_product() -> None:
+    expires = datetime(2026, 12, 2, 14, 5, tzinfo=UTC)
+    got = with_offer(therapist(), session(), [START + timedelta(days=3)], expires)
+    slot = d.ReservedSlot(
+        id="r-1",
+        version=1,
+        therapist_id="t-1",
+        client=d.Client("c-2"),
+        first_start_local=datetime(2026, 12, 8, 9, 0),
+        timezone="Europe/London",
+        duration=timedelta(minutes=50),
+        rrule="FREQ=WEEKLY",
+        until=None,
+        state=d.ReservationState.ACTIVE,
+    )
+    got.update(project(PlatformState(therapist=therapist(), reserved_slots=(slot,)), NOW))
+    assert {e.kind for e in got.values()} == {"blocked", "hold", "reserved"}
+    for e in got.values():
+        assert "syncd" not in (e.summary + e.description).lower()

@@ -253,7 +253,9 @@ def test_unconfirmed_is_tentative_confirming_updates_in_place_timeout_removes(se
     sync(app)
     ev = read_calendar(server, cal)[uid_for("session", "s-1")]
     assert str(ev.event["STATUS"]) == "TENTATIVE"
-    assert str(ev.event["SUMMARY"]) == "Therapy session (unconfirmed)"
+    assert str(ev.event["SUMMARY"]) == (
+        "Therapy session (unconfirmed — please confirm on the platform)"
+    )
     app.ingestor().ingest(f.session("s-1", start, version=2))
     assert sync(app) == [Op.UPDATE]
     confirmed = read_calendar(server, cal)[uid_for("session", "s-1")]

@@ -198,6 +198,28 @@ class OAuthRequestRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class ConnectLinkRow(Base):
+    """A connect link (``/connect/<signed id>``) handed to a therapist: single use, expiring.
+    The id alone is not enough to open it: the URL carries an HMAC of the id under a key
+    derived from the secret key, so a database dump opens no link."""
+
+    __tablename__ = "connect_links"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    # The connection that using the link made or restored.
+    connection_id: Mapped[int | None]
+    # A reconnect link (sent with calendar.disconnected): the connection that needs it.
+    for_connection_id: Mapped[int | None] = mapped_column(index=True)
+    # A Google consent started from this link: its OAuth state, the mode, and (existing-calendar
+    # mode) the refresh token, encrypted, until the therapist picks the calendar to write into.
+    google_state: Mapped[str | None] = mapped_column(String(64), index=True)
+    google_mode: Mapped[str | None] = mapped_column(String(20))
+    pending_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
 class MirrorRow(Base):
     """The sync status table: what syncd last wrote for each entry, per connection."""
 

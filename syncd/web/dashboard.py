@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from syncd import auth, operations, outbox
+from syncd import auth, connect_links, operations, outbox
 from syncd.app import App
 from syncd.engine import PassReport
 from syncd.plan import Action
@@ -156,6 +156,8 @@ class ConnectionView:
     busy_state: str  # fresh | stale | flagged | -
     busy_as_of: datetime | None
     busy_error: str | None = None
+    # Needs re-auth: the open reconnect link sent to the therapist (shown to admin scope only).
+    reconnect: connect_links.Link | None = None
 
 
 @dataclass(slots=True)
@@ -318,6 +320,19 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
             drift.setdefault(tid, []).append(
                 DriftView(row.connection_id, row.uid, row.kind, row.detected_at)
             )
+        conns = {t.id: repo.connections(s, t.id) for t in therapists}
+        reconnects = connect_links.open_reconnect_links(
+            s,
+            app.config,
+            connect_links.app_signer(app),
+            [
+                c.id
+                for cs in conns.values()
+                for c in cs
+                if c.state in ("needs_reauth", "auth_failed")
+            ],
+            now,
+        )
         views: list[TherapistView] = []
         for t in therapists:
             q = queue_rows.get(t.id)
@@ -336,7 +351,7 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                     else None
                 ),
             )
-            for c in repo.connections(s, t.id):
+            for c in conns[t.id]:
                 view.connections.append(
                     ConnectionView(
                         c.id,
@@ -350,6 +365,7 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                         operations._busy_state(c, now, stale_after),
                         c.busy_fetched_at,
                         c.busy_error,
+                        reconnects.get(c.id),
                     )
                 )
             views.append(view)
@@ -637,6 +653,31 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
     async def preview(request: Request) -> Response:
         return await run_resync(request, dry_run=True)
 
+    def new_reconnect_link(tid: str, cid: int) -> None:
+        with app.sessions.begin() as s:
+            row = s.get(ConnectionRow, cid) if 0 < cid < 2**31 else None
+            if row is None or row.therapist_id != tid:
+                raise operations.OperationError(f"therapist {tid} has no connection {cid}")
+            signer = connect_links.app_signer(app)
+            connect_links.issue(s, app.config, signer, tid, app.clock(), for_connection_id=cid)
+
+    async def reconnect_link(request: Request) -> Response:
+        session, _form, refused = await checked_form(request)
+        if refused is not None:
+            return refused
+        assert session is not None
+        if not session.can_act:
+            return forbidden(request, "A reconnect link needs a token with admin scope.", session)
+        tid, cid = request.path_params["id"], request.path_params["cid"]
+        try:
+            await off_loop(new_reconnect_link, tid, cid)
+        except operations.OperationError as exc:
+            context: dict[str, Any] = {"title": "No link made", "message": str(exc)}
+            return page(request, "error.html", context, 404, session)
+        return RedirectResponse(
+            f"/admin/therapists/{tid}#connection-{cid}", status_code=303, headers=SECURITY_HEADERS
+        )
+
     async def apply(request: Request) -> Response:
         return await run_resync(request, dry_run=False)
 
@@ -647,6 +688,11 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
         Route("/admin/logout", logout, methods=["POST"]),
         Route("/admin/therapists/{id}", therapist, methods=["GET"]),
         Route("/admin/resync/preview", preview, methods=["POST"]),
+        Route(
+            "/admin/therapists/{id}/connections/{cid:int}/reconnect-link",
+            reconnect_link,
+            methods=["POST"],
+        ),
         Route("/admin/resync", apply, methods=["POST"]),
         Mount("/admin/static", StaticFiles(directory=HERE / "static"), name="admin-static"),
     ]

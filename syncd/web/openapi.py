@@ -165,6 +165,30 @@ SCHEMAS: dict[str, Any] = {
         },
         "description": 'Either "therapists" or "all": true.',
     },
+    "ConnectLinkRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["therapist_id"],
+        "properties": {
+            "therapist_id": {"type": "string", "minLength": 1, "maxLength": 200},
+            "days": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 90,
+                "description": "how long the link stays valid (default: [connect] link_days, 7)",
+            },
+        },
+    },
+    "ConnectLink": _obj(
+        ["therapist_id", "url", "expires_at"],
+        therapist_id={"type": "string"},
+        url={
+            "type": "string",
+            "format": "uri",
+            "description": "<public_url>/connect/<signed token>: send it to the therapist only",
+        },
+        expires_at=_TIME,
+    ),
     "ResyncResult": _obj(
         ["therapist_id", "busy", "connections", "errors"],
         therapist_id={"type": "string"},
@@ -368,6 +392,30 @@ PATHS: dict[str, Any] = {
                 ),
                 "400": _error("BadRequest"),
                 **_AUTH_ERRORS,
+            },
+        }
+    },
+    "/v1/admin/connect-links": {
+        "post": {
+            "summary": "A single-use link the therapist opens to connect their own calendar",
+            "description": (
+                "The page it opens offers Google and CalDAV providers (iCloud, Fastmail, "
+                "Nextcloud, others), tries the credentials before storing anything, lets the "
+                "therapist choose busy calendars, shows sample entries and can disconnect. It "
+                "also reconnects a connection that needs re-authorisation (calendar."
+                "disconnected notifications carry such a link, as reconnect_url). Single use, "
+                "expiring; only an HMAC-signed id is in the URL."
+            ),
+            "security": [{"bearer": ["admin"]}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("ConnectLinkRequest")}},
+            },
+            "responses": {
+                "201": _json(_ref("ConnectLink"), "the link and when it expires"),
+                "400": _error("BadRequest"),
+                **_AUTH_ERRORS,
+                "404": _error("NotFound"),
             },
         }
     },
