@@ -129,7 +129,8 @@ def raw_request(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    # Generous: Radicale indexes hostile items slowly on a loaded machine.
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
     try:
         all_headers = {"Authorization": _basic(server.username, server.password)}
         all_headers.update(headers or {})
