@@ -728,3 +728,6 @@ def check_config(ctx: click.Context) -> None:
     cfg = _config(ctx)
     console.print_json(cfg.model_dump_json())
     console.print("configuration is valid")
+
+
+from syncd import cli_privacy as _cli_privacy  # noqa: E402, F401 - registers forget, sessions

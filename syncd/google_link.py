@@ -30,7 +30,7 @@ from connectors.google import SCOPE_OWNED_EVENTS, SCOPES_DEDICATED, GoogleConnec
 from syncd.app import App
 from syncd.operations import OperationError
 from syncd.store import queue
-from syncd.store.tables import ConnectionRow, OAuthRequestRow, TherapistRow
+from syncd.store.tables import MAX_ROW_ID, ConnectionRow, OAuthRequestRow, TherapistRow
 from syncd.web.app import register_routes
 
 if TYPE_CHECKING:
@@ -271,6 +271,8 @@ def stop_watch(app: App, row: ConnectionRow) -> None:
 
 def accept_push(app: App, connection_id: int, channel_id: str, token: str, state: str) -> bool:
     """Check a notification against the stored channel; on a change, queue a pass now."""
+    if not 0 < connection_id <= MAX_ROW_ID:
+        return False
     now = app.clock()
     with app.sessions.begin() as s:
         row = s.get(ConnectionRow, connection_id)

@@ -17,7 +17,7 @@ from syncd import domain as d
 from syncd import recurrence, rules
 from syncd.clock import Clock, utc_now
 from syncd.contract import ContractError
-from syncd.store import queue, repo, wakeups
+from syncd.store import queue, repo, tombstones, wakeups
 from syncd.store.mapping import (
     offer_from_row,
     offer_to_row,
@@ -91,6 +91,7 @@ class Ingestor:
         now = self._clock()
         if s.get(InboundEventRow, event.id) is not None:
             return Outcome(event.id, Result.DUPLICATE)
+        tid: str | None
         match event:
             case c.TherapistUpserted():
                 result, tid = self._therapist(s, event.data, now)
@@ -122,6 +123,7 @@ class Ingestor:
                     recorded_at=now,
                 )
             )
+            assert tid is not None
             queue.mark_due(s, tid, now)
         return Outcome(event.id, result, therapist_id=tid)
 
@@ -129,20 +131,24 @@ class Ingestor:
         row = s.get(TherapistRow, data.id)
         if row is not None and row.version >= data.version:
             return Result.STALE, data.id
+        if row is None and tombstones.is_erased(s, "therapist", data.id, data.version):
+            return Result.STALE, data.id
         if row is None:
             row = TherapistRow()
             s.add(row)
         therapist_to_row(c.therapist_from(data), row, now)
         return Result.APPLIED, data.id
 
-    def _session(self, s: Session, data: c.SessionIn, now: datetime) -> tuple[Result, str]:
+    def _session(self, s: Session, data: c.SessionIn, now: datetime) -> tuple[Result, str | None]:
+        row = s.get(SessionRow, data.id)
+        if row is None and tombstones.is_erased(s, "session", data.id, data.version):
+            return Result.STALE, None  # erased on request, and this is no newer
         if s.scalar(select(TherapistRow.id).where(TherapistRow.id == data.therapist_id)) is None:
             raise ContractError(
                 "data.therapist_id",
                 "unknown_therapist",
                 f"no therapist {data.therapist_id!r} (send therapist.upserted first)",
             )
-        row = s.get(SessionRow, data.id)
         if row is not None and row.version >= data.version:
             return Result.STALE, data.therapist_id
         new = c.session_from(data)
@@ -153,8 +159,14 @@ class Ingestor:
         session_to_row(new, row, now)
         return Result.APPLIED, data.therapist_id
 
-    def _offer(self, s: Session, event: c.OfferUpserted, now: datetime) -> tuple[Result, str]:
+    def _offer(
+        self, s: Session, event: c.OfferUpserted, now: datetime
+    ) -> tuple[Result, str | None]:
         data = event.data
+        if s.get(OfferRow, data.id) is None and tombstones.is_erased(
+            s, "offer", data.id, data.version
+        ):
+            return Result.STALE, None
         session_row = s.get(SessionRow, data.session_id)
         if session_row is None:
             raise ContractError(
@@ -216,7 +228,10 @@ class Ingestor:
 
     def _reserved_slot(
         self, s: Session, data: c.ReservedSlotIn, now: datetime
-    ) -> tuple[Result, str]:
+    ) -> tuple[Result, str | None]:
+        existing = s.get(ReservedSlotRow, data.id)
+        if existing is None and tombstones.is_erased(s, "reserved_slot", data.id, data.version):
+            return Result.STALE, None
         if s.get(TherapistRow, data.therapist_id) is None:
             raise ContractError(
                 "data.therapist_id",
