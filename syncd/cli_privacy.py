@@ -108,9 +108,10 @@ def sessions_list(ctx: click.Context) -> None:
     with app.sessions() as s:
         found = admin_sessions.listing(s, now)
     table = Table(title="dashboard sessions")
-    for col in ("id", "token", "scope", "from", "signed in", "last seen", "expires"):
-        table.add_column(col, no_wrap=col != "token")
+    for col in ("id", "token", "scope", "from", "signed in", "seen", "expires"):
+        table.add_column(col, no_wrap=col not in ("token", "from"), overflow="fold")
     for row in found:
+        left = int((row.expires_at - now).total_seconds()) // 60
         table.add_row(
             str(row.id),
             row.token,
@@ -118,7 +119,7 @@ def sessions_list(ctx: click.Context) -> None:
             row.client,
             _ago(row.created_at, now),
             _ago(row.last_seen_at, now),
-            _ago(row.expires_at, now),
+            f"in {left // 60}h{left % 60:02d}m",
         )
     console.print(table)
     if not found:
