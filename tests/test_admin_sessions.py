@@ -111,9 +111,7 @@ def test_sign_in_form_needs_its_csrf_token(app: App) -> None:
         assert mixed.status_code == 403
         # The field without its cookie (a cross-site post carries no SameSite cookie).
         tc.cookies.clear()
-        lone = tc.post(
-            "/admin/login", data={"token": token, "csrf": field}, follow_redirects=False
-        )
+        lone = tc.post("/admin/login", data={"token": token, "csrf": field}, follow_redirects=False)
         assert lone.status_code == 403
         assert _sessions(app) == 0
         form_cookie = tc.get("/admin/login").headers["set-cookie"].lower()
