@@ -206,26 +206,18 @@ def forget_client(app: App, client_id: str) -> Erased:
             )
         ).all():
             found.note("reserved_slot", rid, version)
-        # Entities that named the client in an earlier version only, too.
         mentions = EntityHistoryRow.payload["client"]["id"].as_string() == client_id
-        for kind in ("session", "reserved_slot"):
+        for kind, table in (("session", SessionRow), ("reserved_slot", ReservedSlotRow)):
+            mine = found.sessions if kind == "session" else found.reserved
             for eid, version in _history_of(s, kind, mentions):
-                found.note(kind, eid, version)
+                # Named the client in an earlier version: erased whole if it is gone from the
+                # store; if it is someone else's now, only the bodies naming the client go.
+                if eid in mine or s.get(table, eid) is None:
+                    found.note(kind, eid, version)
+                else:
+                    out.history += _strip_bodies(s, kind, eid, mentions, out)
         _add_offers(s, found)
-        therapists = sorted(
-            set(
-                s.scalars(
-                    select(SessionRow.therapist_id).where(SessionRow.id.in_(list(found.sessions)))
-                )
-            )
-            | set(
-                s.scalars(
-                    select(ReservedSlotRow.therapist_id).where(
-                        ReservedSlotRow.id.in_(list(found.reserved))
-                    )
-                )
-            )
-        )
+        therapists = _therapists_of(s, found)
         _erase(s, found, now, out)
         out.notifications += _drop_notifications(
             s, therapists, set(found.sessions) | set(found.offers) | set(found.reserved)
@@ -249,6 +241,39 @@ def forget_client(app: App, client_id: str) -> Erased:
         out.history,
     )
     return out
+
+
+def _strip_bodies(
+    s: Session, kind: str, entity_id: str, mentions: ColumnElement[bool], out: Erased
+) -> int:
+    """Delete the stored bodies (and event ids) of one entity's versions that name someone."""
+    where = (
+        EntityHistoryRow.entity_type == kind,
+        EntityHistoryRow.entity_id == entity_id,
+        mentions,
+    )
+    events = list(s.scalars(select(EntityHistoryRow.event_id).where(*where)))
+    out.inbound_events += _count(s, delete(InboundEventRow).where(InboundEventRow.id.in_(events)))
+    return _count(s, delete(EntityHistoryRow).where(*where))
+
+
+def _therapists_of(s: Session, found: _Entities) -> list[str]:
+    """The therapists whose calendars hold (or held) the entities found."""
+    ids = list(found.sessions) + list(found.reserved)
+    tids = set(s.scalars(select(SessionRow.therapist_id).where(SessionRow.id.in_(ids))))
+    tids |= set(s.scalars(select(ReservedSlotRow.therapist_id).where(ReservedSlotRow.id.in_(ids))))
+    named = EntityHistoryRow.payload["therapist_id"].as_string()
+    tids |= {
+        t
+        for t in s.scalars(
+            select(named).where(
+                EntityHistoryRow.entity_type.in_(("session", "reserved_slot")),
+                EntityHistoryRow.entity_id.in_(ids),
+            )
+        )
+        if t
+    }
+    return sorted(t for t in tids if s.get(TherapistRow, t) is not None)
 
 
 # -- a therapist ----------------------------------------------------------------------------------

@@ -102,6 +102,10 @@ class Ingestor:
             case c.ReservedSlotUpserted():
                 result, tid = self._reserved_slot(s, event.data, now)
         data = event.data
+        if tid is None:
+            # Data erased on request (the handlers' only answer without a therapist): the
+            # delivery leaves no trace, not even its event id.
+            return Outcome(event.id, result)
         s.add(
             InboundEventRow(
                 id=event.id,
@@ -123,7 +127,6 @@ class Ingestor:
                     recorded_at=now,
                 )
             )
-            assert tid is not None
             queue.mark_due(s, tid, now)
         return Outcome(event.id, result, therapist_id=tid)
 
