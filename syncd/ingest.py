@@ -57,6 +57,15 @@ class Outcome:
         return self.result is not Result.REFUSED
 
 
+def _shown_id(event_id: object) -> str | None:
+    """The id of a refused event as it can be answered (JSON, a terminal): whatever the sender
+    put there, as text, with lone surrogates escaped (UTF-8 cannot carry them), and short."""
+    if not event_id:
+        return None
+    text = str(event_id)[:200]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Ingestor:
     def __init__(
         self,
@@ -81,8 +90,9 @@ class Ingestor:
             with self._sessions.begin() as s:
                 return self._apply(s, event)
         except ContractError as exc:
-            log.debug("event %s refused: %s", event_id or "?", exc)
-            return Outcome(str(event_id) if event_id else None, Result.REFUSED, error=str(exc))
+            shown = _shown_id(event_id)
+            log.debug("event %s refused: %s", shown or "?", exc)
+            return Outcome(shown, Result.REFUSED, error=str(exc))
 
     def ingest_many(self, raws: Iterable[str | bytes | dict[str, Any]]) -> list[Outcome]:
         return [self.ingest(raw) for raw in raws]
