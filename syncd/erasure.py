@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, select
+from sqlalchemy import ColumnElement, CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from syncd import operations
-from syncd.app import App
+from syncd.app import App, UnknownProvider
 from syncd.contract import MAX_ALTERNATIVES
 from syncd.operations import OperationError
 from syncd.plan import Op
 from syncd.project import uid_for
 from syncd.replica import replica_id
+from syncd.secrets import SecretError
 from syncd.store import queue, tombstones
 from syncd.store.tables import (
     AvailabilityRow,
@@ -293,6 +294,8 @@ def forget_therapist(app: App, therapist_id: str, *, keep_calendar_entries: bool
         return out
     owner = f"forget:{replica_id()}"
     lease = timedelta(seconds=app.config.daemon.lease_seconds)
+    with app.sessions() as s:
+        queued = s.get(SyncQueueRow, therapist_id) is not None
     _take_lease(app, therapist_id, owner, lease)
     try:
         with app.sessions() as s:
@@ -308,7 +311,11 @@ def forget_therapist(app: App, therapist_id: str, *, keep_calendar_entries: bool
                 out.calendar_entries += operations.disconnect(
                     app, therapist_id, cid, keep_events=keep_calendar_entries
                 )
-            except OperationError as exc:
+            except (OperationError, SecretError, UnknownProvider) as exc:
+                # SecretError: the provider is no longer configured here (no Google client).
+                if keep_calendar_entries:
+                    out.calendars_left.append(cid)  # the row goes with the therapist
+                    continue
                 reason = str(exc).removesuffix(
                     "; nothing was forgotten, try again or use --keep-events"
                 )
@@ -321,10 +328,7 @@ def forget_therapist(app: App, therapist_id: str, *, keep_calendar_entries: bool
         with app.sessions.begin() as s:
             _erase_therapist(s, therapist_id, app.clock(), out)
     except BaseException:
-        with app.sessions() as s:
-            queue.release(
-                s, therapist_id, owner, started=app.clock(), next_at=app.clock(), failed=False
-            )
+        _give_back(app, therapist_id, owner, queued)
         raise
     log.info("erased therapist %s and %d sessions", therapist_id, out.sessions)
     return out
@@ -342,6 +346,17 @@ def _take_lease(app: App, therapist_id: str, owner: str, lease: timedelta) -> No
                 f"a pass for therapist {therapist_id!r} is still running; try again shortly"
             )
         time.sleep(0.2)
+
+
+def _give_back(app: App, therapist_id: str, owner: str, queued: bool) -> None:
+    """Release the lease of an erasure that did not happen, leaving the queue as it was (no
+    pass ran, so nothing about its schedule changes)."""
+    with app.sessions.begin() as s:
+        mine = (SyncQueueRow.therapist_id == therapist_id, SyncQueueRow.lease_owner == owner)
+        if queued:
+            s.execute(update(SyncQueueRow).where(*mine).values(lease_owner=None, lease_until=None))
+        else:
+            s.execute(delete(SyncQueueRow).where(*mine))
 
 
 def _erase_therapist(s: Session, tid: str, now: datetime, out: Erased) -> None:

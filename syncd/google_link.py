@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/oauth/google/callback"
-PUSH_PATH = "/google/push/{connection_id:int}"
+# A plain path segment, not Starlette's ``:int`` (whose int() fails on 4,300+ digits inside the
+# router, a 500); the handler reads it.
+PUSH_PATH = "/google/push/{connection_id}"
 LINK_LIFETIME = timedelta(hours=24)
 RENEW_BEFORE = timedelta(days=1)
 
@@ -322,12 +324,15 @@ def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
 
     async def push(request: Request) -> Response:
         h = request.headers
+        raw = request.path_params["connection_id"]
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+            return JSONResponse({"status": 403, "error": "unknown channel"}, status_code=403)
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(
             None,
             accept_push,
             app,
-            request.path_params["connection_id"],
+            int(raw),
             h.get("x-goog-channel-id", ""),
             h.get("x-goog-channel-token", ""),
             h.get("x-goog-resource-state", ""),

@@ -284,3 +284,30 @@ def test_forget_over_the_admin_api(sqlite_app: App) -> None:
     text = dump(app)
     assert all(secret not in text for secret in ERASED)
     assert "'t-1'" not in text
+
+
+def test_forget_therapist_whose_provider_is_no_longer_configured(sqlite_app: App) -> None:
+    """A Google connection on a daemon without a Google client (found by the endpoint fuzz: a
+    500): refused with the reason, unless the caller accepts leaving the entries there."""
+    app = sqlite_app
+    populate(app)
+    with app.sessions.begin() as s:
+        row = ConnectionRow(
+            therapist_id="t-1",
+            provider="google",
+            url="",
+            username="",
+            secret=app.box.seal("refresh-token"),
+            state="ok",
+            failures=0,
+            created_at=app.clock(),
+        )
+        s.add(row)
+        s.flush()
+        cid = row.id
+    with pytest.raises(erasure.NotErased, match=r"client_id is not configured"):
+        erasure.forget_therapist(app, "t-1")
+    assert "'t-1'" in dump(app)
+    erased = erasure.forget_therapist(app, "t-1", keep_calendar_entries=True)
+    assert erased.calendars_left == [cid] and erased.therapists == 1
+    assert "'t-1'" not in dump(app)
