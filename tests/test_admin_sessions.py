@@ -18,20 +18,13 @@ from syncd.store.tables import AdminSessionRow, Base
 from syncd.web import dashboard
 from syncd.web.app import build_app
 from tests.conftest import make_config, write_config
+from tests.http_daemon import NoDaemon
 from tests.proc import run_syncd
 from tests.test_dashboard import sign_in
 
 
-class _NoDaemon:
-    scheduler_running = True
-    stopping = False
-
-    def wake(self) -> None:
-        pass
-
-
 def _client(app: App, address: str = "198.51.100.7") -> TestClient:
-    web = build_app(app, _NoDaemon(), dashboard._routes(app, _NoDaemon()))  # type: ignore[arg-type]
+    web = build_app(app, NoDaemon(), dashboard._routes(app, NoDaemon()))  # type: ignore[arg-type]
     return TestClient(web, base_url="https://testserver", client=(address, 50000))
 
 

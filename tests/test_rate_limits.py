@@ -27,7 +27,7 @@ from syncd.store.tables import RateLimitRow, TherapistRow
 from syncd.web.app import build_app
 from tests import factories as f
 from tests.conftest import make_config
-from tests.http_daemon import with_http_daemon
+from tests.http_daemon import NoDaemon, with_http_daemon
 from tests.test_dashboard import sign_in
 
 SECRET = b"rate-limit-ingest-secret"
@@ -35,16 +35,8 @@ ATTACKER = "203.0.113.66"
 BYSTANDER = "198.51.100.20"
 
 
-class _NoDaemon:
-    scheduler_running = True
-    stopping = False
-
-    def wake(self) -> None:
-        pass
-
-
 def _client(app: App, address: str) -> TestClient:
-    return TestClient(build_app(app, _NoDaemon()), client=(address, 40000))  # type: ignore[arg-type]
+    return TestClient(build_app(app, NoDaemon()), client=(address, 40000))  # type: ignore[arg-type]
 
 
 @pytest.fixture
