@@ -63,6 +63,10 @@ def verify(s: Session, token: str | None, now: datetime) -> Principal | None:
     return Principal(row.name, Scope(row.scope))
 
 
+def token_id(s: Session, name: str) -> int | None:
+    return s.scalar(select(ApiTokenRow.id).where(ApiTokenRow.name == name))
+
+
 def revoke(s: Session, name: str, now: datetime) -> bool:
     row = s.scalar(select(ApiTokenRow).where(ApiTokenRow.name == name))
     if row is None or row.revoked_at is not None:

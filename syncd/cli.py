@@ -750,3 +750,4 @@ def check_config(ctx: click.Context) -> None:
 from syncd.cli_connect_link import connect_link  # noqa: E402 - its own module, attached here
 
 main.add_command(connect_link)
+from syncd import cli_privacy as _cli_privacy  # noqa: E402, F401 - registers forget, sessions

@@ -6,6 +6,7 @@ Secrets never live here: the file only names the files they are read from.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -177,6 +178,27 @@ class HttpConfig(_Section):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8470, ge=0, le=65535)  # 0: any free port (tests)
     public_url: str = ""  # empty: http://<host>:<port>
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client. Empty:
+    # the connecting address is the client, whatever the headers say.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        # From the environment: "10.0.0.1, 10.1.0.0/16".
+        return (
+            [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
 
     @field_validator("public_url")
     @classmethod
@@ -194,6 +216,25 @@ class ApiConfig(_Section):
     ingest_secret_file: Path | None = None
     max_events: int = Field(500, ge=1, le=500)
     signature_tolerance: float = Field(300, ge=1, le=3600)
+
+
+class LimitsConfig(_Section):
+    """Failed credential checks allowed per client address in one window of ``window`` seconds;
+    beyond that every attempt is answered 429 with Retry-After until the window ends. 0: off."""
+
+    window: float = Field(600, ge=1, le=86400)
+    login: int = Field(10, ge=0)  # dashboard sign-ins with a wrong token
+    bearer: int = Field(30, ge=0)  # API requests with a missing, unknown or revoked token
+    feed: int = Field(30, ge=0)  # feed URLs that name no feed
+    signature: int = Field(30, ge=0)  # POST /v1/events with a bad Syncd-Signature
+
+
+class RetentionConfig(_Section):
+    """How long history is kept (cancelled and completed sessions, expired offers, inbound event
+    bodies), counted from the end of each; the daemon purges older history every sweep."""
+
+    days: float = Field(90, gt=0, le=36500)
+    sweep_interval: float = Field(3600, ge=1, le=86400)
 
 
 class LoggingConfig(_Section):
@@ -214,6 +255,8 @@ class Config(_Section):
     availability: AvailabilityConfig = Field(default_factory=AvailabilityConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     connect: ConnectConfig = Field(default_factory=ConnectConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @property
     def database_url(self) -> str:

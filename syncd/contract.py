@@ -69,7 +69,11 @@ def _to_utc(value: datetime) -> datetime:
 Zone = Annotated[str, AfterValidator(_check_zone), Field(examples=["Europe/London"])]
 Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 EntityId = Annotated[str, Field(min_length=1, max_length=200)]
-Version = Annotated[int, Field(ge=0)]
+# Every integer in the contract is bounded. Versions reach up to 2**53 - 1, the largest integer
+# every JSON implementation holds exactly (RFC 7493 §2.2), which also fits the 64-bit columns.
+MAX_VERSION = 2**53 - 1
+Version = Annotated[int, Field(ge=0, le=MAX_VERSION)]
+MAX_ALTERNATIVES = 20
 
 
 class _Model(BaseModel):
@@ -179,7 +183,7 @@ class OfferIn(_Model):
     id: EntityId
     version: Version
     session_id: EntityId
-    alternatives: Annotated[list[AlternativeIn], Field(min_length=1, max_length=20)]
+    alternatives: Annotated[list[AlternativeIn], Field(min_length=1, max_length=MAX_ALTERNATIVES)]
     sent_at: Instant
     expires_at: Instant | None = None
     state: d.OfferState
@@ -192,7 +196,9 @@ class OfferIn(_Model):
             raise PydanticCustomError("expires_after_sent", "expires_at must be after sent_at")
         return value
 
-    accepted_alternative: Annotated[int | None, Field(ge=0, validate_default=True)] = None
+    accepted_alternative: Annotated[
+        int | None, Field(ge=0, le=MAX_ALTERNATIVES - 1, validate_default=True)
+    ] = None
     responded_at: Instant | None = None
 
     @field_validator("accepted_alternative")
@@ -295,13 +301,27 @@ def _first_error(exc: ValidationError) -> ContractError:
     return ContractError(field, rule, message)
 
 
+class JSONError(ValueError):
+    """A body that is not JSON syntax syncd accepts; ``str()`` is the one line to answer."""
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """``json.loads`` with every way it refuses input as one error type: bad syntax, bad UTF-8,
+    nesting beyond the recursion limit, and integers of more than 4,300 digits (Python refuses
+    those with a plain ValueError, as a guard against quadratic-time conversion)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise JSONError("malformed JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the digit limit
+        raise JSONError(f"malformed JSON ({_one_line(str(exc))[:300]})") from None
+
+
 def load_json(raw: str | bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ContractError("event", "json", f"malformed JSON ({exc})") from None
-    except RecursionError:
-        raise ContractError("event", "json", "malformed JSON (nested too deeply)") from None
+        value = parse_json(raw)
+    except JSONError as exc:
+        raise ContractError("event", "json", str(exc)) from None
     if not isinstance(value, dict):
         raise ContractError("event", "json_object", "an event must be a JSON object")
     return value

@@ -14,12 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import expiry, google_link, logs
+from syncd import expiry, google_link, logs, retention
 from syncd.app import App
 from syncd.config import ConfigError, google_push_problem
 from syncd.engine import PassReport
@@ -143,6 +143,15 @@ class Daemon:
             coalesce=True,
             max_instances=1,
         )
+        scheduler.add_job(
+            self._job(self._retention),
+            "interval",
+            seconds=self.app.config.retention.sweep_interval,
+            id="retention",
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC),  # once at start too (a daemon restarted daily)
+        )
         # Before anything else: offers that expired while we were down release their holds
         # now, so the first passes already write the calendars without them.
         if self.app.config.google.client_id and self.app.config.http.public_url:
@@ -238,6 +247,15 @@ class Daemon:
                 replace_existing=True,
                 misfire_grace_time=None,
             )
+
+    async def _retention(self) -> None:
+        """Purge history past ``[retention] days`` on a worker thread (syncd.retention)."""
+        loop = asyncio.get_running_loop()
+        purged = await loop.run_in_executor(
+            None, retention.sweep, self.app.sessions, self.app.config, self.app.clock()
+        )
+        if purged.therapists:
+            self.wake()
 
     async def _deliver(self) -> None:
         """Send due outbox notifications on a worker thread. The job returns at once; a round

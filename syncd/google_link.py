@@ -33,7 +33,7 @@ from connectors.google_scopes import mode_for, scopes_for
 from syncd.app import App
 from syncd.operations import OperationError
 from syncd.store import queue
-from syncd.store.tables import ConnectionRow, OAuthRequestRow, TherapistRow
+from syncd.store.tables import MAX_ROW_ID, ConnectionRow, OAuthRequestRow, TherapistRow
 from syncd.web.app import register_routes
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/oauth/google/callback"
-PUSH_PATH = "/google/push/{connection_id:int}"
+# A plain path segment, not Starlette's ``:int`` (whose int() fails on 4,300+ digits inside the
+# router, a 500); the handler reads it.
+PUSH_PATH = "/google/push/{connection_id}"
 LINK_LIFETIME = timedelta(hours=24)
 RENEW_BEFORE = timedelta(days=1)
 
@@ -312,6 +314,8 @@ def stop_watch(app: App, row: ConnectionRow) -> None:
 
 def accept_push(app: App, connection_id: int, channel_id: str, token: str, state: str) -> bool:
     """Check a notification against the stored channel; on a change, queue a pass now."""
+    if not 0 < connection_id <= MAX_ROW_ID:
+        return False
     now = app.clock()
     with app.sessions.begin() as s:
         row = s.get(ConnectionRow, connection_id)
@@ -379,12 +383,15 @@ def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
 
     async def push(request: Request) -> Response:
         h = request.headers
+        raw = request.path_params["connection_id"]
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+            return JSONResponse({"status": 403, "error": "unknown channel"}, status_code=403)
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(
             None,
             accept_push,
             app,
-            request.path_params["connection_id"],
+            int(raw),
             h.get("x-goog-channel-id", ""),
             h.get("x-goog-channel-token", ""),
             h.get("x-goog-resource-state", ""),

@@ -17,7 +17,7 @@ from syncd import domain as d
 from syncd import recurrence, rules
 from syncd.clock import Clock, utc_now
 from syncd.contract import ContractError
-from syncd.store import queue, repo, wakeups
+from syncd.store import queue, repo, tombstones, wakeups
 from syncd.store.mapping import (
     offer_from_row,
     offer_to_row,
@@ -57,6 +57,15 @@ class Outcome:
         return self.result is not Result.REFUSED
 
 
+def _shown_id(event_id: object) -> str | None:
+    """The id of a refused event as it can be answered (JSON, a terminal): whatever the sender
+    put there, as text, with lone surrogates escaped (UTF-8 cannot carry them), and short."""
+    if not event_id:
+        return None
+    text = str(event_id)[:200]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Ingestor:
     def __init__(
         self,
@@ -81,8 +90,9 @@ class Ingestor:
             with self._sessions.begin() as s:
                 return self._apply(s, event)
         except ContractError as exc:
-            log.debug("event %s refused: %s", event_id or "?", exc)
-            return Outcome(str(event_id) if event_id else None, Result.REFUSED, error=str(exc))
+            shown = _shown_id(event_id)
+            log.debug("event %s refused: %s", shown or "?", exc)
+            return Outcome(shown, Result.REFUSED, error=str(exc))
 
     def ingest_many(self, raws: Iterable[str | bytes | dict[str, Any]]) -> list[Outcome]:
         return [self.ingest(raw) for raw in raws]
@@ -91,6 +101,7 @@ class Ingestor:
         now = self._clock()
         if s.get(InboundEventRow, event.id) is not None:
             return Outcome(event.id, Result.DUPLICATE)
+        tid: str | None
         match event:
             case c.TherapistUpserted():
                 result, tid = self._therapist(s, event.data, now)
@@ -101,6 +112,10 @@ class Ingestor:
             case c.ReservedSlotUpserted():
                 result, tid = self._reserved_slot(s, event.data, now)
         data = event.data
+        if tid is None:
+            # Data erased on request (the handlers' only answer without a therapist): the
+            # delivery leaves no trace, not even its event id.
+            return Outcome(event.id, result)
         s.add(
             InboundEventRow(
                 id=event.id,
@@ -129,20 +144,24 @@ class Ingestor:
         row = s.get(TherapistRow, data.id)
         if row is not None and row.version >= data.version:
             return Result.STALE, data.id
+        if row is None and tombstones.is_erased(s, "therapist", data.id, data.version):
+            return Result.STALE, data.id
         if row is None:
             row = TherapistRow()
             s.add(row)
         therapist_to_row(c.therapist_from(data), row, now)
         return Result.APPLIED, data.id
 
-    def _session(self, s: Session, data: c.SessionIn, now: datetime) -> tuple[Result, str]:
+    def _session(self, s: Session, data: c.SessionIn, now: datetime) -> tuple[Result, str | None]:
+        row = s.get(SessionRow, data.id)
+        if row is None and tombstones.is_erased(s, "session", data.id, data.version):
+            return Result.STALE, None  # erased on request, and this is no newer
         if s.scalar(select(TherapistRow.id).where(TherapistRow.id == data.therapist_id)) is None:
             raise ContractError(
                 "data.therapist_id",
                 "unknown_therapist",
                 f"no therapist {data.therapist_id!r} (send therapist.upserted first)",
             )
-        row = s.get(SessionRow, data.id)
         if row is not None and row.version >= data.version:
             return Result.STALE, data.therapist_id
         new = c.session_from(data)
@@ -153,8 +172,14 @@ class Ingestor:
         session_to_row(new, row, now)
         return Result.APPLIED, data.therapist_id
 
-    def _offer(self, s: Session, event: c.OfferUpserted, now: datetime) -> tuple[Result, str]:
+    def _offer(
+        self, s: Session, event: c.OfferUpserted, now: datetime
+    ) -> tuple[Result, str | None]:
         data = event.data
+        if s.get(OfferRow, data.id) is None and tombstones.is_erased(
+            s, "offer", data.id, data.version
+        ):
+            return Result.STALE, None
         session_row = s.get(SessionRow, data.session_id)
         if session_row is None:
             raise ContractError(
@@ -216,7 +241,10 @@ class Ingestor:
 
     def _reserved_slot(
         self, s: Session, data: c.ReservedSlotIn, now: datetime
-    ) -> tuple[Result, str]:
+    ) -> tuple[Result, str | None]:
+        existing = s.get(ReservedSlotRow, data.id)
+        if existing is None and tombstones.is_erased(s, "reserved_slot", data.id, data.version):
+            return Result.STALE, None
         if s.get(TherapistRow, data.therapist_id) is None:
             raise ContractError(
                 "data.therapist_id",

@@ -329,3 +329,19 @@ def test_non_transient_error_after_transient_ones_stops_at_once() -> None:
     with pytest.raises(AuthFailed):
         retry.call(fn, RetryPolicy(attempts=5), sleep=slept.append)
     assert fn.calls == 2 and len(slept) == 1
+
+
+def test_example_config_names_every_option() -> None:
+    """config/syncd.example.toml shows every option, commented out, in its section."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "config" / "syncd.example.toml").read_text()
+    parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
+    sections = {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+    missing = [
+        f"[{name}] {option}"
+        for name, field in Config.model_fields.items()
+        for option in field.annotation.model_fields  # type: ignore[union-attr]
+        if not re.search(rf"^# {option} =", sections.get(name, ""), re.M)
+    ]
+    assert not missing, missing

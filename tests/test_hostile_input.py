@@ -1,14 +1,16 @@
 """Hostile input: Hypothesis-generated platform events against the ingestor, ``syncd ingest -``
 and ``POST /v1/events``, and broken calendar data read back from a CalDAV server. Every payload
 is refused with a one-line error (or a 4xx) or accepted as valid; never a traceback, a crash or
-a 5xx; and refused input leaves the stored state unchanged."""
+a 5xx; and refused input leaves the stored state unchanged: the full contents of every table
+are compared before and after, and over HTTP each event refused inside a 200 answer is checked
+against a twin database that applies only the events the answer accepted.
+Every other endpoint is fuzzed in tests/test_hostile_http.py."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,19 +21,18 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from connectors.base import BusyOptions
 from connectors.caldav import CalDAVConnector, CalDAVSettings
 from syncd import operations, outbox, reconcile
 from syncd.app import App
-from syncd.daemon import Daemon
 from syncd.ingest import Result
 from syncd.store.tables import Base, BusyIntervalRow, ConnectionRow
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
 from tests.conftest import make_config, write_config
-from tests.http_daemon import with_http_daemon
+from tests.http_daemon import serving
 from tests.proc import jsonl, run_syncd
 from tests.test_connector_contract import raw_request
 
@@ -210,12 +211,28 @@ def mutated(draw: st.DrawFn) -> Any:
 PAYLOADS = st.one_of(mutated(), mutated(), JSON_VALUES, st.integers(100, 100_000).map(deep_text))
 
 
-def row_counts(app: App) -> dict[str, int]:
+# What a request may change even when refused: a failed credential is counted (that is the
+# point), and a valid token or session notes its last use.
+ACCESS_TABLES = frozenset({"rate_limits"})
+ACCESS_COLUMNS = frozenset({("api_tokens", "last_used_at"), ("admin_sessions", "last_seen_at")})
+
+Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+def snapshot(app: App, *, access: bool = True) -> Snapshot:
+    """The full contents of every table, rows in primary-key order; ``access=False`` leaves out
+    what records access itself (ACCESS_TABLES, ACCESS_COLUMNS)."""
+    out: Snapshot = {}
     with app.sessions() as s:
-        return {
-            t.name: s.scalar(select(func.count()).select_from(t)) or 0
-            for t in Base.metadata.sorted_tables
-        }
+        for table in Base.metadata.sorted_tables:
+            if not access and table.name in ACCESS_TABLES:
+                continue
+            columns = [
+                c for c in table.columns if access or (table.name, c.name) not in ACCESS_COLUMNS
+            ]
+            order = list(table.primary_key.columns)
+            out[table.name] = [tuple(r) for r in s.execute(select(*columns).order_by(*order))]
+    return out
 
 
 def to_json(payload: Any) -> str:
@@ -232,7 +249,7 @@ def test_ingestor_refuses_or_accepts_never_raises(
     sqlite_app: App, payload: Any, as_text: bool
 ) -> None:
     ingestor = sqlite_app.ingestor()
-    before = row_counts(sqlite_app)
+    before = snapshot(sqlite_app)
     raw: Any = (
         to_json(payload)
         if as_text or not isinstance(payload, dict) or isinstance(payload, Raw)
@@ -241,7 +258,7 @@ def test_ingestor_refuses_or_accepts_never_raises(
     outcome = ingestor.ingest(raw)
     if outcome.result is Result.REFUSED:
         assert outcome.error and "\n" not in outcome.error and "Traceback" not in outcome.error
-        assert row_counts(sqlite_app) == before
+        assert snapshot(sqlite_app) == before
     else:
         assert outcome.result in (Result.APPLIED, Result.DUPLICATE, Result.STALE)
 
@@ -276,52 +293,80 @@ def test_syncd_ingest_stdin_refuses_with_one_line_each(tmp_path: Path) -> None:
 
 # -- (b) POST /v1/events ---------------------------------------------------------------------
 
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # both databases' clock: stamps must match
+
 
 @pytest.fixture
 def api_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("SYNCD_INGEST_SECRET", SECRET.decode())
     cfg = make_config(tmp_path / "state", daemon={"poll_interval": 10}, sync={"interval": 3600})
-    application = App.open(cfg)
+    application = App.open(cfg, clock=lambda: NOW)
     yield application
     application.close()
 
 
-def test_http_ingest_never_5xx(api_app: App) -> None:
-    def check(_daemon: Daemon, url: str) -> None:
-        with httpx.Client(base_url=url, timeout=20) as client:
+@pytest.fixture
+def twin(tmp_path: Path) -> Any:
+    """A second database, fed only the events the HTTP answers accepted, by the ingestor."""
+    application = App.open(make_config(tmp_path / "twin"), clock=lambda: NOW)
+    yield application
+    application.close()
 
-            @settings(SETTINGS, max_examples=50)
-            @given(payload=st.one_of(PAYLOADS, st.lists(mutated(), min_size=1, max_size=5)))
-            def post(payload: Any) -> None:
-                body = to_json(payload).encode()
-                if len(body) > 1024 * 1024:
-                    body = body[: 1024 * 1024]  # over-size is its own test; keep it parseable-ish
-                before = row_counts(api_app)
-                stamp = int(time.time())
-                headers = {
-                    "Syncd-Signature": outbox.sign(SECRET, stamp, body),
-                    "Content-Type": "application/json",
-                }
-                response = client.post("/v1/events", content=body, headers=headers)
-                assert response.status_code < 500, response.text[:500]
-                if response.status_code >= 400:
-                    assert row_counts(api_app) == before
-                    assert "error" in response.json()
-                else:
-                    assert "results" in response.json()
 
-            post()
-            # And one body over the limit: 413, not a crash.
-            big = b'{"x": "' + b"A" * (1024 * 1024 + 10) + b'"}'
-            stamp = int(time.time())
-            r = client.post(
-                "/v1/events",
-                content=big,
-                headers={"Syncd-Signature": outbox.sign(SECRET, stamp, big)},
-            )
-            assert r.status_code == 413
+HTTP_PAYLOADS = st.one_of(
+    PAYLOADS,
+    st.lists(st.one_of(mutated(), st.sampled_from(valid_events())), min_size=1, max_size=6),
+)
 
-    with_http_daemon(api_app, check, timeout=60)
+
+def test_http_ingest_never_5xx_and_refused_events_change_nothing(api_app: App, twin: App) -> None:
+    """Over the real server. After every answer the full contents of both databases must be
+    equal: an event refused inside a 200 answer (per-event results) left no trace, and what the
+    answer called applied, duplicate or stale is exactly what the ingestor makes of it."""
+    with serving(api_app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        seen = {"refused inside 200": 0, "accepted": 0, "refused whole": 0}
+
+        @settings(SETTINGS, max_examples=60)
+        @given(payload=HTTP_PAYLOADS)
+        def post(payload: Any) -> None:
+            body = to_json(payload).encode()
+            if len(body) > 1024 * 1024:
+                body = body[: 1024 * 1024]  # over-size is its own test; keep it parseable-ish
+            before = snapshot(api_app)
+            headers = {
+                "Syncd-Signature": outbox.sign(SECRET, int(NOW.timestamp()), body),
+                "Content-Type": "application/json",
+            }
+            response = client.post("/v1/events", content=body, headers=headers)
+            assert response.status_code < 500, response.text[:500]
+            if response.status_code >= 400:
+                assert "error" in response.json()
+                seen["refused whole"] += 1
+                assert snapshot(api_app) == before
+                return
+            results = response.json()["results"]
+            events = payload if isinstance(payload, list) else [payload]
+            assert len(results) == len(events)
+            for event, result in zip(events, results, strict=True):
+                if result["result"] == "refused":
+                    seen["refused inside 200"] += 1
+                    assert result["error"] and "\n" not in result["error"]
+                    continue
+                seen["accepted"] += 1
+                replayed = twin.ingestor().ingest(event)
+                assert replayed.result.value == result["result"], (event, result)
+            assert snapshot(api_app) == snapshot(twin)
+
+        post()
+        # Each kind of answer was exercised, so the comparisons above meant something.
+        assert all(n >= 3 for n in seen.values()), seen
+        # And one body over the limit: 413, not a crash.
+        big = b'{"x": "' + b"A" * (1024 * 1024 + 10) + b'"}'
+        stamp = int(NOW.timestamp())
+        r = client.post(
+            "/v1/events", content=big, headers={"Syncd-Signature": outbox.sign(SECRET, stamp, big)}
+        )
+        assert r.status_code == 413
 
 
 # -- hostile calendar data read back from a server -------------------------------------------

@@ -315,6 +315,7 @@ def test_http_config(tmp_path: Path) -> None:
         "host": "127.0.0.1",
         "port": 8470,
         "public_url": "",
+        "trusted_proxies": [],
     }
     env = {"SYNCD_HTTP_PORT": "9000", "SYNCD_HTTP_ENABLED": "false"}
     cfg = config_mod.load(None, env=env)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -44,6 +45,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Platform versions may be large (a millisecond timestamp is a common choice), so they are 64-bit
+# on PostgreSQL; SQLite's INTEGER is 64-bit already (and stays INTEGER, so autogenerate is quiet).
+EntityVersion = BigInteger().with_variant(Integer(), "sqlite")
+# Integer primary keys are 32-bit on PostgreSQL: an id from outside beyond this names no row
+# (and would make the database refuse the query).
+MAX_ROW_ID = 2**31 - 1
+
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -60,7 +69,7 @@ class Base(DeclarativeBase):
 class TherapistRow(Base):
     __tablename__ = "therapists"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     display_name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64))
     working_hours: Mapped[list[Any]]
@@ -74,7 +83,7 @@ class TherapistRow(Base):
 class SessionRow(Base):
     __tablename__ = "sessions"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
     client_id: Mapped[str] = mapped_column(String(200))
     client_name: Mapped[str | None] = mapped_column(String(200))
@@ -95,7 +104,7 @@ class EntityHistoryRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     entity_type: Mapped[str] = mapped_column(String(40))
     entity_id: Mapped[str] = mapped_column(String(200))
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     event_id: Mapped[str] = mapped_column(String(200))
     payload: Mapped[dict[str, Any]]
     recorded_at: Mapped[datetime]
@@ -105,7 +114,7 @@ class EntityHistoryRow(Base):
 class OfferRow(Base):
     __tablename__ = "offers"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
     alternatives: Mapped[list[Any]]
@@ -122,7 +131,7 @@ class OfferRow(Base):
 class ReservedSlotRow(Base):
     __tablename__ = "reserved_slots"
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     therapist_id: Mapped[str] = mapped_column(ForeignKey("therapists.id"), index=True)
     client_id: Mapped[str] = mapped_column(String(200))
     client_name: Mapped[str | None] = mapped_column(String(200))
@@ -143,7 +152,7 @@ class InboundEventRow(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     type: Mapped[str] = mapped_column(String(40))
     entity_id: Mapped[str] = mapped_column(String(200))
-    version: Mapped[int]
+    version: Mapped[int] = mapped_column(EntityVersion)
     outcome: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime]
 
@@ -363,3 +372,43 @@ class FeedTokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     rotated_at: Mapped[datetime | None]
+
+
+class AdminSessionRow(Base):
+    """A signed-in dashboard session. The cookie carries a random secret and only its SHA-256
+    is stored (a database dump lets no one in); deleting the row ends the session at once on
+    every replica: signing out, ``syncd sessions revoke``, or the retention sweep once expired."""
+
+    __tablename__ = "admin_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_id: Mapped[int] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    csrf: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(64))  # the address it signed in from
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime]
+
+
+class RateLimitRow(Base):
+    """Failed credential checks per kind, client address and fixed time window, counted in the
+    database so every replica sees the same count."""
+
+    __tablename__ = "rate_limits"
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    failures: Mapped[int] = mapped_column(Integer)
+
+
+class ErasedEntityRow(Base):
+    """What ``syncd forget`` erased: a SHA-256 of entity type and id, never the id itself, and
+    the newest version seen, so a late or repeated delivery of erased data is acknowledged as
+    stale instead of being stored again. A newer version is the platform's new word: stored."""
+
+    __tablename__ = "erased_entities"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(EntityVersion)
+    erased_at: Mapped[datetime]

@@ -1,11 +1,10 @@
-"""The admin API: status, the outbox and resync over HTTP, behind bearer tokens (``read`` for
-GET, ``admin`` for POST). Resync runs the same lease-guarded passes as ``syncd resync``, so it is
-safe while the daemon runs."""
+"""The admin API: status, the outbox, resync and erasure over HTTP, behind bearer tokens
+(``read`` for GET, ``admin`` for POST and DELETE). Resync runs the same lease-guarded passes as
+``syncd resync``, so it is safe while the daemon runs; erasure is ``syncd forget``."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -13,12 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syncd import operations, outbox
+from syncd import erasure, operations, outbox
 from syncd.app import App
 from syncd.auth import Scope
+from syncd.contract import JSONError, parse_json
 from syncd.store import replicas
 from syncd.web.app import error_response, register_routes
-from syncd.web.security import require
+from syncd.web.security import off_loop, require
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
@@ -113,6 +113,23 @@ def resync_json(result: operations.ResyncResult) -> dict[str, Any]:
     }
 
 
+def erased_json(erased: erasure.Erased) -> dict[str, Any]:
+    return {
+        "found": erased.found,
+        "sessions": erased.sessions,
+        "offers": erased.offers,
+        "reserved_slots": erased.reserved_slots,
+        "history": erased.history,
+        "inbound_events": erased.inbound_events,
+        "notifications": erased.notifications,
+        "conflicts": erased.conflicts,
+        "connections": erased.connections,
+        "calendar_entries_removed": erased.calendar_entries,
+        "calendars_pending": erased.pending_calendars,
+        "calendars_left": erased.calendars_left,
+    }
+
+
 class BadRequest(ValueError):
     pass
 
@@ -120,11 +137,9 @@ class BadRequest(ValueError):
 def parse_resync(body: bytes) -> tuple[list[str] | None, bool, bool]:
     """``(therapist ids or None for all, full, dry_run)`` of a resync request body."""
     try:
-        data = json.loads(body) if body.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON ({exc})") from None
-    except RecursionError:
-        raise BadRequest("malformed JSON (nested too deeply)") from None
+        data = parse_json(body) if body.strip() else None
+    except JSONError as exc:
+        raise BadRequest(str(exc)) from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     unknown = set(data) - {"therapists", "all", "full", "dry_run"}
@@ -192,7 +207,7 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
         if isinstance(denied, Response):
             return denied
         raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_OUTBOX_LIMIT:
             return error_response(400, f"limit: an integer from 1 to {MAX_OUTBOX_LIMIT}")
         limit = int(raw)
 
@@ -223,7 +238,30 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
             {"dry_run": dry_run, "full": full, "results": [resync_json(r) for r in results]}
         )
 
+    async def forget(request: Request) -> Response:
+        denied = await require(request, app, Scope.ADMIN)
+        if isinstance(denied, Response):
+            return denied
+        entity_id = request.path_params["id"]
+        keep = request.query_params.get("keep_calendar_entries", "false")
+        if keep not in ("true", "false"):
+            return error_response(400, "keep_calendar_entries: true or false")
+        try:
+            if request.url.path.startswith("/v1/admin/clients/"):
+                erased = await off_loop(erasure.forget_client, app, entity_id)
+            else:
+                erased = await off_loop(
+                    erasure.forget_therapist, app, entity_id, keep_calendar_entries=keep == "true"
+                )
+        except erasure.NotErased as exc:
+            return error_response(409, str(exc))
+        except operations.OperationError as exc:
+            return error_response(400, str(exc))
+        return JSONResponse(erased_json(erased))
+
     return [
+        Route("/v1/admin/clients/{id}", forget, methods=["DELETE"]),
+        Route("/v1/admin/therapists/{id}", forget, methods=["DELETE"]),
         Route("/v1/admin/therapists", therapists, methods=["GET"]),
         Route("/v1/admin/replicas", replica_view, methods=["GET"]),
         Route("/v1/admin/outbox", outbox_view, methods=["GET"]),

@@ -10,6 +10,7 @@ The registering module must be imported before the daemon starts, e.g. by ``sync
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -23,8 +24,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from syncd.app import App
 from syncd.store.database import alembic_config
@@ -106,9 +108,14 @@ def build_app(
         *(extra_routes(app, daemon) if routes is None else routes),
     ]
     _check_unique(all_routes)
+    middleware = [Middleware(RefusalLog), Middleware(BodyLimit, max_bytes=max_body)]
+    proxies = app.config.http.trusted_proxies
+    if proxies:
+        # Outermost, so everything inside sees the client the trusted proxy named.
+        middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=list(proxies)))
     web = Starlette(
         routes=all_routes,
-        middleware=[Middleware(BodyLimit, max_bytes=max_body)],
+        middleware=middleware,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     web.state.app = app
@@ -217,3 +224,53 @@ class BodyLimit:
             if exc.status_code != 413 or started:
                 raise
             await error_response(413, too_large)(scope, receive, send)
+
+
+class RefusalLog:
+    """One log line per refused request (a 4xx answer): method, route template (never the raw
+    path, which may hold a feed token), client address, status and the JSON error. Refusals are
+    expected and come from outside, so never a traceback; 429s are left to the rate limiter,
+    which logs once when a client reaches its limit rather than once per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        error = ""
+
+        async def watching_send(message: Message) -> None:
+            nonlocal status, error
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and 400 <= status < 500:
+                error += _error_text(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+        if 400 <= status < 500 and status != 429:
+            route = scope.get("route")
+            client = scope.get("client")
+            log.info(
+                "refused %s %s from %s: %d%s",
+                scope.get("method", "?"),
+                route.path if isinstance(route, Route | Mount) else "(no route)",
+                client[0] if client else "?",
+                status,
+                f" {error}" if error else "",
+            )
+
+
+def _error_text(body: bytes) -> str:
+    """The ``error`` of a JSON error body, on one line and short; "" for anything else."""
+    if not body.startswith(b'{"status"') or len(body) > 4096:
+        return ""
+    try:
+        message = json.loads(body).get("error", "")
+    except ValueError:
+        return ""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(message))
+    return text[:200]

@@ -1,12 +1,13 @@
 """The admin dashboard at ``/admin``: every therapist's sync health, pending holds, conflicts,
 drift repairs and the outbox backlog, and a manual resync (dry-run preview, then confirm).
 
-Sign-in takes an API token (``syncd token create``, scope ``read`` or ``admin``) and hands back a
-signed session cookie (``HttpOnly``, ``SameSite=Strict``, ``Path=/admin``, ``Secure`` when the
-public URL is https). The signing key is derived from the secret key that encrypts stored
-passwords, so sessions survive a restart and work across replicas; every request checks again
-that the token is not revoked, so revoking a token ends its sessions at once. Forms that change
-anything carry a per-session CSRF token, compared in constant time.
+Sign-in takes an API token (``syncd token create``, scope ``read`` or ``admin``) through a form
+with a CSRF token, and hands back a session cookie (``HttpOnly``, ``SameSite=Strict``,
+``Path=/admin``, ``Secure`` when the public URL is https) holding a random secret. Sessions live
+in the database (``syncd.store.admin_sessions``), so they survive a restart, work across
+replicas, and end at once everywhere when signed out, revoked (``syncd sessions revoke``) or
+when their token is revoked. Failed sign-ins are rate-limited per client address. Forms that
+change anything carry a per-session CSRF token, compared in constant time.
 
 Only ids are shown: never a client's name (the dashboard has no need for one), and the planned
 changes of a resync are described by kind, entity id and time, not by their calendar title
@@ -15,18 +16,12 @@ changes of a resync are described by kind, entity id and time, not by their cale
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import functools
-import hashlib
 import hmac
-import json
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -37,14 +32,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from syncd import auth, connect_links, operations, outbox
+from syncd import connect_links, operations, outbox
 from syncd.app import App
 from syncd.engine import PassReport
 from syncd.plan import Action
-from syncd.secrets import load_or_create_key
+from syncd.ratelimit import Kind
 from syncd.store import replicas, repo
+from syncd.store.admin_sessions import TTL as SESSION_TTL
+from syncd.store.admin_sessions import SignedIn
 from syncd.store.tables import (
-    ApiTokenRow,
     ConflictRow,
     ConnectionRow,
     DriftRow,
@@ -53,16 +49,15 @@ from syncd.store.tables import (
     SyncQueueRow,
     TherapistRow,
 )
+from syncd.web import security
 from syncd.web.app import register_routes
+from syncd.web.security import LOGIN_COOKIE, SESSION_COOKIE, off_loop
 
 if TYPE_CHECKING:
     from syncd.daemon import Daemon
 
-T = TypeVar("T")
-
 HERE = Path(__file__).parent
-COOKIE = "syncd_admin"
-SESSION_TTL = timedelta(hours=8)
+COOKIE = SESSION_COOKIE
 DRIFT_WINDOW = timedelta(days=7)
 ALL = "*"  # the resync target that means every therapist
 
@@ -76,68 +71,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-# -- sessions ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AdminSession:
-    token_id: int
-    name: str
-    scope: auth.Scope
-    csrf: str
-    expires: int  # POSIX seconds
-
-    @property
-    def can_act(self) -> bool:
-        return auth.Principal(self.name, self.scope).allows(auth.Scope.ADMIN)
-
-
-class SessionSigner:
-    """``base64url(json).hex(hmac-sha256)``: tamper-evident, expiring session cookies."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _mac(self, body: bytes) -> str:
-        return hmac.new(self._key, body, hashlib.sha256).hexdigest()
-
-    def dump(self, session: AdminSession) -> str:
-        payload = {
-            "i": session.token_id,
-            "n": session.name,
-            "s": session.scope.value,
-            "c": session.csrf,
-            "e": session.expires,
-        }
-        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode())
-        return f"{body.decode()}.{self._mac(body)}"
-
-    def load(self, value: str | None, now: datetime) -> AdminSession | None:
-        if not value or len(value) > 2000 or "." not in value:
-            return None
-        body, _, mac = value.rpartition(".")
-        if not hmac.compare_digest(mac.encode(), self._mac(body.encode()).encode()):
-            return None
-        try:
-            data = json.loads(base64.urlsafe_b64decode(body.encode()))
-            session = AdminSession(
-                int(data["i"]),
-                str(data["n"]),
-                auth.Scope(data["s"]),
-                str(data["c"]),
-                int(data["e"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
-        return session if session.expires > now.timestamp() else None
-
-
-def session_key(app: App) -> bytes:
-    """A key for session cookies, derived from (never equal to) the secret key."""
-    material = load_or_create_key(app.config.key_file)
-    return hmac.new(material, b"syncd dashboard sessions v1", hashlib.sha256).digest()
 
 
 # -- what the pages show ------------------------------------------------------------------------
@@ -484,52 +417,45 @@ def make_templates(clock: Callable[[], datetime]) -> Jinja2Templates:
 
 @register_routes
 def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
-    signer = SessionSigner(session_key(app))
+    login_csrf = security.LoginCsrf(security.session_key(app))
     templates = make_templates(app.clock)
     secure = app.config.http.public_url.startswith("https://")
-
-    async def off_loop(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(fn, *args, **kw)
-        )
+    cookie_flags: dict[str, Any] = {
+        "path": "/admin",
+        "secure": secure,
+        "httponly": True,
+        "samesite": "strict",
+    }
 
     def page(
         request: Request,
         name: str,
         context: dict[str, Any],
         status: int = 200,
-        session: AdminSession | None = None,
+        session: SignedIn | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
         context = {"session": session, "now": app.clock(), **context}
         return templates.TemplateResponse(
-            request, name, context, status_code=status, headers=SECURITY_HEADERS
+            request,
+            name,
+            context,
+            status_code=status,
+            headers={**SECURITY_HEADERS, **(headers or {})},
         )
 
-    def current(value: str | None) -> AdminSession | None:
-        """The signed-in session, checked against the token table (revocation, scope)."""
-        session = signer.load(value, app.clock())
-        if session is None:
-            return None
-        with app.sessions() as s:
-            row = s.get(ApiTokenRow, session.token_id)
-        if row is None or row.revoked_at is not None or row.name != session.name:
-            return None
-        if row.scope != session.scope.value:
-            return None
-        return session
-
-    async def signed_in(request: Request) -> AdminSession | None:
-        return await off_loop(current, request.cookies.get(COOKIE))
+    async def signed_in(request: Request) -> SignedIn | None:
+        return await off_loop(security.load_session, app, request.cookies.get(COOKIE))
 
     def to_login() -> Response:
         return RedirectResponse("/admin/login", status_code=303, headers=SECURITY_HEADERS)
 
-    def forbidden(request: Request, why: str, session: AdminSession | None) -> Response:
+    def forbidden(request: Request, why: str, session: SignedIn | None) -> Response:
         return page(request, "error.html", {"title": "Forbidden", "message": why}, 403, session)
 
     async def checked_form(
         request: Request,
-    ) -> tuple[AdminSession | None, Any, Response | None]:
+    ) -> tuple[SignedIn | None, Any, Response | None]:
         """The session and form of a state-changing POST, or the 403 that refuses it."""
         session = await signed_in(request)
         form = await request.form()
@@ -537,7 +463,7 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
             return None, form, forbidden(request, "Sign in first.", None)
         sent = form.get("csrf")
         if not isinstance(sent, str) or not hmac.compare_digest(
-            sent.encode(), session.csrf.encode()
+            sent.encode("utf-8", "replace"), session.csrf.encode()
         ):
             return (
                 session,
@@ -550,50 +476,59 @@ def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
 
     # -- sign-in ----------------------------------------------------------------------------
 
+    def login_page(
+        request: Request, error: str | None, status: int = 200, wait: int | None = None
+    ) -> Response:
+        """The sign-in form with a fresh CSRF pair (nonce in a cookie, its MAC in the form)."""
+        nonce, field = login_csrf.issue()
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        response = page(
+            request, "login.html", {"error": error, "csrf": field}, status, headers=headers
+        )
+        response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, **cookie_flags)
+        return response
+
     async def login_form(request: Request) -> Response:
         if await signed_in(request) is not None:
             return RedirectResponse("/admin", status_code=303, headers=SECURITY_HEADERS)
-        return page(request, "login.html", {"error": None})
-
-    def authenticate(token: str) -> AdminSession | None:
-        now = app.clock()
-        with app.sessions.begin() as s:
-            principal = auth.verify(s, token, now)
-            if principal is None:
-                return None
-            token_id = s.scalar(select(ApiTokenRow.id).where(ApiTokenRow.name == principal.name))
-        if token_id is None:
-            return None
-        expires = int((now + SESSION_TTL).timestamp())
-        csrf = secrets.token_urlsafe(32)
-        return AdminSession(token_id, principal.name, principal.scope, csrf, expires)
+        return login_page(request, None)
 
     async def login(request: Request) -> Response:
+        wait = await security.refused_for(request, app, Kind.LOGIN)
+        if wait is not None:
+            message = f"Too many failed sign-ins from this address. Try again in {wait} s."
+            return login_page(request, message, 429, wait)
         form = await request.form()
+        if not login_csrf.check(request.cookies.get(LOGIN_COOKIE), form.get("csrf")):
+            message = "The sign-in form expired or did not come from this dashboard; try again."
+            return login_page(request, message, 403)
         token = form.get("token")
-        session = await off_loop(authenticate, token.strip()) if isinstance(token, str) else None
-        if session is None:
-            return page(request, "login.html", {"error": "That token is not valid."}, 401)
+        client = security.client_address(request)
+        started = (
+            await off_loop(security.start_session, app, token.strip(), client)
+            if isinstance(token, str) and token.strip()
+            else None
+        )
+        if started is None:
+            if isinstance(token, str) and token.strip():
+                await security.count_failure(request, app, Kind.LOGIN)
+            return login_page(request, "That token is not valid.", 401)
+        secret, _session = started
         response = RedirectResponse("/admin", status_code=303, headers=SECURITY_HEADERS)
         response.set_cookie(
-            COOKIE,
-            signer.dump(session),
-            max_age=int(SESSION_TTL.total_seconds()),
-            path="/admin",
-            secure=secure,
-            httponly=True,
-            samesite="strict",
+            COOKIE, secret, max_age=int(SESSION_TTL.total_seconds()), **cookie_flags
         )
+        response.delete_cookie(LOGIN_COOKIE, **cookie_flags)
         return response
 
     async def logout(request: Request) -> Response:
-        _session, _form, refused = await checked_form(request)
+        session, _form, refused = await checked_form(request)
         if refused is not None:
             return refused
+        assert session is not None
+        await off_loop(security.end_session, app, session.id)
         response = to_login()
-        response.delete_cookie(
-            COOKIE, path="/admin", secure=secure, httponly=True, samesite="strict"
-        )
+        response.delete_cookie(COOKIE, **cookie_flags)
         return response
 
     # -- pages ------------------------------------------------------------------------------

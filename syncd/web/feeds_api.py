@@ -3,11 +3,11 @@
 The token is the only credential, so every failure looks the same (404), whether the token was
 never issued, was rotated away, or is malformed. Calendar apps poll: responses carry an ETag and
 answer ``If-None-Match`` with 304, and ``Cache-Control: private`` keeps shared caches from
-holding what is health data."""
+holding what is health data. Misses are rate-limited per client address, so tokens cannot be
+guessed at speed (not that 256 random bits could be)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute, Route
 
 from syncd import feeds
 from syncd.app import App
+from syncd.ratelimit import Kind
+from syncd.web import security
 from syncd.web.app import error_response, register_routes
 
 if TYPE_CHECKING:
@@ -38,11 +40,13 @@ def etag_matches(header: str | None, etag: str) -> bool:
 @register_routes
 def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
     async def feed(request: Request) -> Response:
+        wait = await security.refused_for(request, app, Kind.FEED)
+        if wait is not None:
+            return security.too_many(Kind.FEED, wait)
         token = request.path_params["token"]
-        found = await asyncio.get_running_loop().run_in_executor(
-            None, feeds.render_feed, app, token
-        )
+        found = await security.off_loop(feeds.render_feed, app, token)
         if found is None:
+            await security.count_failure(request, app, Kind.FEED)
             return error_response(404, "Not Found", {"Cache-Control": "no-store"})
         body, etag = found
         headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.app import App
+from syncd.contract import JSONError, parse_json
 from syncd.ingest import Ingestor, Outcome, Result
+from syncd.ratelimit import Kind
 from syncd.secrets import SecretError, read_secret_file
+from syncd.web import security
 from syncd.web.app import error_response, register_routes
 
 if TYPE_CHECKING:
@@ -58,7 +60,13 @@ def parse_signature(header: str) -> tuple[int, list[str]]:
         if not sep:
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header")
         if key == "t":
-            if timestamp is not None or not value.isdigit() or len(value) > 12:
+            # ASCII digits only: str.isdigit() accepts "²" (int() refuses it) and
+            # Arabic-Indic digits (int() reads them as another number).
+            if (
+                timestamp is not None
+                or not (value.isascii() and value.isdigit())
+                or len(value) > 12
+            ):
                 raise SignatureError(f"malformed {SIGNATURE_HEADER} header: bad t=")
             timestamp = int(value)
         elif key == "v1":
@@ -105,23 +113,21 @@ def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
         except SecretError as exc:
             log.error("POST /v1/events refused: %s", exc)
             return error_response(503, "event ingestion is not configured on this daemon")
+        wait = await security.refused_for(request, app, Kind.SIGNATURE)
+        if wait is not None:
+            return security.too_many(Kind.SIGNATURE, wait)
         body = await request.body()
+        header = request.headers.get(SIGNATURE_HEADER)
         try:
-            check_signature(
-                request.headers.get(SIGNATURE_HEADER),
-                body,
-                secret,
-                app.clock().timestamp(),
-                api.signature_tolerance,
-            )
+            check_signature(header, body, secret, app.clock().timestamp(), api.signature_tolerance)
         except SignatureError as exc:
+            if header is not None and header.strip():  # a missing signature is no guess
+                await security.count_failure(request, app, Kind.SIGNATURE)
             return error_response(401, str(exc))
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, f"malformed JSON ({exc})")
-        except RecursionError:
-            return error_response(400, "malformed JSON (nested too deeply)")
+            payload = parse_json(body)
+        except JSONError as exc:
+            return error_response(400, str(exc))
         batch = payload if isinstance(payload, list) else [payload]
         if not batch:
             return error_response(400, "an empty batch: send one event or a non-empty array")

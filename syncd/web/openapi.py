@@ -44,7 +44,12 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 
 
 _READ: list[dict[str, list[str]]] = [{"bearer": ["read"]}]
-_AUTH_ERRORS = {"401": _error("Unauthorized"), "403": _error("Forbidden")}
+_AUTH_ERRORS = {
+    "401": _error("Unauthorized"),
+    "403": _error("Forbidden"),
+    "429": _error("TooManyFailures"),
+}
+_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(
@@ -189,6 +194,29 @@ SCHEMAS: dict[str, Any] = {
         },
         expires_at=_TIME,
     ),
+    "Erased": _obj(
+        ["found", "sessions", "offers", "reserved_slots", "history", "notifications"],
+        found={"type": "boolean", "description": "false: nothing was stored about them"},
+        sessions=_COUNT,
+        offers=_COUNT,
+        reserved_slots=_COUNT,
+        history=_COUNT | {"description": "stored inbound event bodies"},
+        inbound_events=_COUNT,
+        notifications=_COUNT | {"description": "outbox notifications naming them"},
+        conflicts=_COUNT,
+        connections=_COUNT | {"description": "calendar connections removed (therapist)"},
+        calendar_entries_removed=_COUNT,
+        calendars_pending={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "therapists whose calendars the daemon's next pass cleans",
+        },
+        calendars_left={
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "connections needing re-authorisation: entries may remain there",
+        },
+    ),
     "ResyncResult": _obj(
         ["therapist_id", "busy", "connections", "errors"],
         therapist_id={"type": "string"},
@@ -285,6 +313,7 @@ PATHS: dict[str, Any] = {
                 "400": _error("BadRequest"),
                 "401": _error("Unauthorized"),
                 "413": _error("TooLarge"),
+                "429": _error("TooManyFailures"),
                 "503": _error("Unavailable"),
             },
         }
@@ -445,6 +474,38 @@ PATHS: dict[str, Any] = {
     },
 }
 
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}
+
+
+def _forget(who: str, extra: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "delete": {
+            "summary": f"Erase a {who} (as `syncd forget {who}`); idempotent",
+            "security": [{"bearer": ["admin"]}],
+            "parameters": [_ID, *extra],
+            "responses": {
+                "200": _json(_ref("Erased"), "what was erased (counts only)"),
+                "400": _error("BadRequest"),
+                **_AUTH_ERRORS,
+                "409": _error("NotErased"),
+            },
+        }
+    }
+
+
+PATHS["/v1/admin/clients/{id}"] = _forget("client", [])
+PATHS["/v1/admin/therapists/{id}"] = _forget(
+    "therapist",
+    [
+        {
+            "name": "keep_calendar_entries",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "description": "erase even if a calendar cannot be reached, leaving entries there",
+        }
+    ],
+)
+
 _RESPONSES = {
     name: _json(_ref("Error"), text)
     for name, text in [
@@ -454,7 +515,17 @@ _RESPONSES = {
         ("NotFound", "unknown therapist"),
         ("TooLarge", "request body over 1 MiB"),
         ("Unavailable", "not configured on this daemon"),
+        ("NotErased", "not possible now (a calendar unreachable, a pass running); retry"),
     ]
+}
+_RESPONSES["TooManyFailures"] = {
+    **_json(_ref("Error"), "too many failed credential checks from this address ([limits])"),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds until this address may try again",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }
 
 

@@ -63,6 +63,9 @@ class WebServer:
             lifespan="off",
             ws="none",
             server_header=False,
+            # X-Forwarded-For is believed only from [http] trusted_proxies, and build_app does
+            # that; uvicorn's own default would believe any local caller.
+            proxy_headers=False,
             timeout_graceful_shutdown=shutdown_timeout,
         )
         self._server: _EmbeddedServer | None = None
