@@ -42,6 +42,7 @@ from syncd.store.tables import (
     AvailabilityRow,
     ConflictRow,
     ConnectionRow,
+    ConnectLinkRow,
     DriftRow,
     EntityHistoryRow,
     FeedTokenRow,
@@ -405,5 +406,6 @@ def _erase_therapist(s: Session, tid: str, now: datetime, out: Erased) -> None:
     s.execute(delete(AvailabilityRow).where(AvailabilityRow.therapist_id == tid))
     s.execute(delete(FeedTokenRow).where(FeedTokenRow.therapist_id == tid))
     s.execute(delete(OAuthRequestRow).where(OAuthRequestRow.therapist_id == tid))
+    s.execute(delete(ConnectLinkRow).where(ConnectLinkRow.therapist_id == tid))
     s.execute(delete(SyncQueueRow).where(SyncQueueRow.therapist_id == tid))
     out.therapists += _count(s, delete(TherapistRow).where(TherapistRow.id == tid))

@@ -30,6 +30,7 @@ from syncd.config import Config
 from syncd.store import admin_sessions, queue
 from syncd.store.tables import (
     ConflictRow,
+    ConnectLinkRow,
     DriftRow,
     EntityHistoryRow,
     InboundEventRow,
@@ -176,6 +177,9 @@ def sweep(sessions: sessionmaker[Session], config: Config, now: datetime) -> Pur
     out.drift += _old(sessions, DriftRow, DriftRow.id, DriftRow.detected_at < cutoff)
     out.other += _old(
         sessions, OAuthRequestRow, OAuthRequestRow.state, OAuthRequestRow.expires_at < cutoff
+    )
+    out.other += _old(
+        sessions, ConnectLinkRow, ConnectLinkRow.id, ConnectLinkRow.expires_at < cutoff
     )
     with sessions.begin() as s:
         out.other += admin_sessions.purge_expired(s, now)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from syncd import auth, erasure, operations, outbox
+from syncd import auth, connect_links, erasure, operations, outbox
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.ingest import Result
@@ -163,6 +163,7 @@ def test_forget_therapist_cleans_the_calendar_first(
     assert read_calendar(radicale_server, cal)
     with app.sessions.begin() as s:
         auth.create(s, "ops", auth.Scope.ADMIN, app.clock())
+        connect_links.issue(s, app.config, connect_links.app_signer(app), "t-1", app.clock())
     t2_before = [r for r in rows_of(app, "sessions") if r[2] == "t-2"]
 
     erased = erasure.forget_therapist(app, "t-1")

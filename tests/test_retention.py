@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from syncd import retention
+from syncd import connect_links, retention
 from syncd.app import App
 from syncd.config import Config
 from syncd.daemon import Daemon
@@ -22,6 +22,7 @@ from syncd.ingest import Ingestor
 from syncd.project import uid_for
 from syncd.store.tables import (
     ConflictRow,
+    ConnectLinkRow,
     EntityHistoryRow,
     InboundEventRow,
     OfferRow,
@@ -154,9 +155,15 @@ def test_sweep_purges_what_is_past_retention(app: App) -> None:
     old_bodies = count(app, EntityHistoryRow, EntityHistoryRow.recorded_at < now - 90 * DAY)
     assert old_bodies >= 8
 
+    signer = connect_links.app_signer(app)
+    with app.sessions.begin() as s:
+        stale = connect_links.issue(s, app.config, signer, "t-1", now - 100 * DAY).id
+        fresh = connect_links.issue(s, app.config, signer, "t-1", now).id
+
     purged = retention.sweep(app.sessions, app.config, now)
 
     assert ids(app, SessionRow) == {"s-old-confirmed", "s-recent-completed", "s-future"}
+    assert ids(app, ConnectLinkRow) == {fresh}, stale
     assert ids(app, OfferRow) == {"o-recent"}
     assert ids(app, ReservedSlotRow) == {"r-active"}
     assert (purged.sessions, purged.offers, purged.reserved_slots) == (2, 2, 1)
