@@ -119,6 +119,8 @@ from connectors.base import (
     RemoteItem,
     pass_headers,
 )
+from connectors.egress import STRICT, EgressPolicy
+from connectors.egress_http import niquests_session
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -268,7 +270,8 @@ class CalDAVSettings:
     ``url`` is the server's (or the principal's) base URL. With ``calendar_url`` the connector
     writes into that existing calendar; without it, into a dedicated calendar ``calendar_id`` with
     display name ``calendar_name`` in the user's calendar home, created when missing.
-    ``timeout`` (seconds) bounds every request.
+    ``timeout`` (seconds) bounds every request. ``egress`` decides which addresses any
+    request, redirect hop or discovered URL may reach (public ones only, by default).
     """
 
     url: str
@@ -278,6 +281,7 @@ class CalDAVSettings:
     calendar_name: str = "Therapy sessions (syncd)"
     calendar_id: str = "syncd"
     timeout: float = 15.0
+    egress: EgressPolicy = STRICT
 
 
 class _Op(enum.Enum):
@@ -855,6 +859,14 @@ class CalDAVConnector:
             )
         except Exception as exc:
             raise ValueError(f"unusable CalDAV url {settings.url!r}: {exc}") from exc
+        # Every request goes through this session, the library's discovery included: each new
+        # connection (redirect hops, principal, calendar home and calendars on other hosts)
+        # is resolved and checked by the policy, and opened to the address that was checked.
+        library_session = self._client.session
+        self._client.session = niquests_session(
+            settings.egress, multiplexed=bool(getattr(library_session, "multiplexed", False))
+        )
+        library_session.close()
         self._calendar_url: str | None = None
         self._calendar_path = ""
         # None until the server has shown whether sync-collection works; then fixed for the

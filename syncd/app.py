@@ -3,6 +3,7 @@ daemon, the CLI and the demo."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
+from connectors.egress import STRICT, EgressPolicy, Resolver
 from connectors.google import GoogleConnector, GoogleSettings
 from syncd import retry
 from syncd.clock import Clock, utc_now
@@ -37,15 +39,28 @@ class App:
     sessions: sessionmaker[Session]
     box: SecretBox
     clock: Clock = utc_now
+    # Where every outbound request may go (connectors, OAuth calls, the webhook).
+    egress: EgressPolicy = STRICT
 
     @classmethod
-    def open(cls, config: Config, *, migrate: bool = True, clock: Clock = utc_now) -> App:
+    def open(
+        cls,
+        config: Config,
+        *,
+        migrate: bool = True,
+        clock: Clock = utc_now,
+        resolver: Resolver | None = None,
+    ) -> App:
+        """``resolver`` replaces the system's DNS for outbound requests (tests)."""
         config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
         db = database.make_engine(config.database_url)
         if migrate:
             database.upgrade(db)
         box = SecretBox(load_or_create_key(config.key_file))
-        return cls(config, db, database.session_factory(db), box, clock)
+        egress = config.egress
+        if resolver is not None:
+            egress = dataclasses.replace(egress, resolver=resolver)
+        return cls(config, db, database.session_factory(db), box, clock, egress)
 
     def close(self) -> None:
         self.db.dispose()
@@ -62,6 +77,7 @@ class App:
                     calendar_name=c.calendar_name,
                     calendar_id=c.calendar_id,
                     timeout=c.timeout,
+                    egress=self.egress,
                 )
             )
         if row.provider == "google":
@@ -87,6 +103,7 @@ class App:
             reminder_minutes=tuple(g.reminder_minutes) if g.reminder_minutes is not None else None,
             min_interval=g.min_request_interval,
             max_batch=g.max_batch,
+            egress=self.egress,
         )
 
     def google_client_secret(self) -> str:
@@ -132,4 +149,10 @@ class App:
 
     def deliverer(self) -> Deliverer:
         """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
-        return Deliverer(self.sessions, self.config.platform, self.webhook_secret(), self.clock)
+        return Deliverer(
+            self.sessions,
+            self.config.platform,
+            self.webhook_secret(),
+            self.clock,
+            egress=self.egress,
+        )

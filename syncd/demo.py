@@ -147,7 +147,7 @@ def _write_config(state: Path) -> Path:
         f"[daemon]\nstate_dir = {json.dumps(str(state))}\npoll_interval = 0.1\n\n"
         "[sync]\ninterval = 5\n\n"
         "[http]\nport = 0\n\n"
-        "[caldav]\nallow_private_hosts = true\n"
+        "[outbound]\nallow_private_hosts = true\n"
     )
     key = state / "secret.key"
     if not key.exists():
