@@ -324,13 +324,12 @@ class _HTTPStatusError(Exception):
     """A response with a status the caller did not expect; only ever fed to _translate."""
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], preconditions: frozenset[str], text: str
+        self, status: int, headers: Mapping[str, str], preconditions: frozenset[str]
     ) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
         self.headers = headers
         self.preconditions = preconditions
-        self.text = text
 
 
 def _parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -355,9 +354,10 @@ def _translate_status(
     retry_after: str | None,
     op: _Op,
     what: str,
-    detail: str = "",
 ) -> ConnectorError:
-    """The HTTP-status half of :func:`_translate` (which is its only caller)."""
+    """The HTTP-status half of :func:`_translate` (which is its only caller). The server's
+    explanation is never part of the message: it can quote the entry that was sent, and
+    with it a client's name (messages reach logs and the dashboard)."""
     message = f"{what}: HTTP {status}"
     if preconditions:
         message += " (" + ", ".join(sorted(preconditions)) + ")"
@@ -403,8 +403,7 @@ def _translate_status(
         return NotFound(message)
     if status == 412:
         return PreconditionFailed(message)
-    detail = " ".join(detail.split())[:200]
-    return ProtocolError(f"{message}: {detail}" if detail else message)
+    return ProtocolError(message)
 
 
 def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
@@ -413,7 +412,7 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
         return exc
     if isinstance(exc, _HTTPStatusError):
         retry_after = exc.headers.get("Retry-After")
-        return _translate_status(exc.status, exc.preconditions, retry_after, op, what, exc.text)
+        return _translate_status(exc.status, exc.preconditions, retry_after, op, what)
     if isinstance(exc, caldav_error.RateLimitError):
         # Raised by the library itself for 429, and for 503 with Retry-After.
         return Transient(
@@ -423,7 +422,7 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, caldav_error.DAVError):
         if exc.status is not None:
             preconditions = frozenset(exc.preconditions)
-            return _translate_status(exc.status, preconditions, None, op, what, exc.reason)
+            return _translate_status(exc.status, preconditions, None, op, what)
         if isinstance(exc, caldav_error.NotFoundError):
             return NotFound(f"{what}: {exc.reason}")
         return ProtocolError(f"{what}: {exc}")
@@ -1601,10 +1600,7 @@ class CalDAVConnector:
             status = int(response.status)
             if status not in ok:
                 raise _HTTPStatusError(
-                    status,
-                    response.headers or {},
-                    _preconditions(response.tree),
-                    str(response.raw or "")[:500],
+                    status, response.headers or {}, _preconditions(response.tree)
                 )
             return response
 

@@ -15,7 +15,7 @@ from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.egress import STRICT, EgressPolicy, Resolver
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import retry
+from syncd import log_guard, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
 from syncd.engine import Engine
@@ -52,6 +52,7 @@ class App:
         resolver: Resolver | None = None,
     ) -> App:
         """``resolver`` replaces the system's DNS for outbound requests (tests)."""
+        log_guard.install()  # also for uses without setup_logging (tests, embedding)
         config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
         db = database.make_engine(config.database_url)
         if migrate:

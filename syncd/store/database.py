@@ -38,11 +38,17 @@ def make_engine(url: str) -> Engine:
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 10})
+        engine = create_engine(url, connect_args={"timeout": 10}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # hide_parameters: an error's text (logged, stored as a connection's last error) names the
+    # statement, never the values bound to it, which can be a client's name.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, connect_args={"connect_timeout": 10}
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        connect_args={"connect_timeout": 10},
+        hide_parameters=True,
     )
 
 
