@@ -15,7 +15,7 @@ from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.egress import STRICT, EgressPolicy, Resolver
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import log_guard, retry
+from syncd import log_guard, private_files, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
 from syncd.engine import Engine
@@ -53,7 +53,7 @@ class App:
     ) -> App:
         """``resolver`` replaces the system's DNS for outbound requests (tests)."""
         log_guard.install()  # also for uses without setup_logging (tests, embedding)
-        config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        private_files.private_dir(config.daemon.state_dir)
         db = database.make_engine(config.database_url)
         if migrate:
             database.upgrade(db)

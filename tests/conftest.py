@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from connectors.egress import EgressPolicy
+from syncd import private_files
 from syncd.app import App
 from syncd.config import Config, load
 from tests.caldav_servers import (  # noqa: F401 - fixtures
@@ -66,8 +67,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_config(state: Path, db: str | None = None, **sections: dict[str, object]) -> Config:
     key = state / "secret.key"
     if not key.exists():
-        state.mkdir(parents=True, exist_ok=True)
-        key.write_bytes(Fernet.generate_key())
+        private_files.private_dir(state)
+        private_files.write_private(key, Fernet.generate_key())  # as syncd itself writes keys
     data: dict[str, dict[str, object]] = {
         "daemon": {"state_dir": str(state), "poll_interval": 0.05},
         "database": {"url": db or f"sqlite:///{state / 'syncd.db'}"},
