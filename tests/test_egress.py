@@ -589,3 +589,31 @@ def test_connect_stores_nothing_for_a_refused_server(
         operations.connect_caldav(app, "t-1", url="https://cgnat.test/", username="u", password="p")
     assert str(caught.value).startswith("refused CalDAV URL https://cgnat.test/")
     assert connection_rows(app) == [] and connects == []
+
+
+def test_a_redirect_to_another_allowed_host_carries_no_credentials(
+    http_proxy: Callable[[str], HTTPProxy], radicale_server: CalDAVServer, connects: list[str]
+) -> None:
+    """Re-checked rather than refused: a redirect to another host is followed (when its
+    address passes), and the CalDAV session sends the account's credentials only to the host
+    they were given for."""
+    other = http_proxy(radicale_server.url)
+    first = http_proxy(radicale_server.url)
+    first.on_request = lambda r: ProxyReply(
+        307, {"Location": f"http://other.test:{other.port}{r.path}"}
+    )
+    names = Names(dav_test="127.0.0.1", other_test="127.0.0.1")
+    policy = EgressPolicy(allowed_networks=LOOPBACK_ONLY, resolver=names)
+    with egress_http.niquests_session(policy) as session:
+        answer = session.request(
+            "PROPFIND",
+            f"http://dav.test:{first.port}/",
+            auth=(radicale_server.username, radicale_server.password),
+            headers={"Depth": "0"},
+            timeout=10,
+        )
+    assert first.requests and first.requests[0].headers.get("Authorization")
+    assert other.requests, "the redirect was not followed"
+    assert all("Authorization" not in r.headers for r in other.requests)
+    assert answer.status_code == 401  # the other host asks for credentials it never got
+    assert names.calls.count("other.test") == 1 and set(connects) <= {"127.0.0.1"}
