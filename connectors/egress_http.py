@@ -181,9 +181,9 @@ class _PolicyTransport(httpx.HTTPTransport):
     def __init__(self, policy: EgressPolicy) -> None:
         super().__init__(trust_env=False)
         # httpx.HTTPTransport takes no network backend; its pool is rebuilt with one, with the
-        # same TLS context httpx makes by default.
+        # TLS context httpx makes by default (SSL_CERT_FILE / SSL_CERT_DIR still name a CA).
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=httpx.create_ssl_context(),
             network_backend=_PolicyBackend(policy),
         )
 

@@ -36,6 +36,10 @@ class OperationError(Exception):
     """A refused admin operation; the message is the one line shown to the admin."""
 
 
+class UrlRefused(OperationError):
+    """A server address the outbound-request policy refuses (not a URL, or a private host)."""
+
+
 def connect_caldav(
     app: App,
     therapist_id: str,
@@ -57,7 +61,7 @@ def connect_caldav(
         try:
             app.egress.check_url(given)
         except DestinationRefused as exc:
-            raise OperationError(f"refused CalDAV URL {given}: {exc}") from None
+            raise UrlRefused(f"refused CalDAV URL {given}: {exc}") from None
     now = app.clock()
     with app.sessions() as s:
         if s.get(TherapistRow, therapist_id) is None:

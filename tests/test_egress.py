@@ -585,7 +585,7 @@ def test_connect_stores_nothing_for_a_refused_server(
 ) -> None:
     app, names = strict_app
     names.table["cgnat.test"] = ["100.64.3.4"]
-    with pytest.raises(operations.OperationError, match="carrier-grade NAT") as caught:
+    with pytest.raises(operations.UrlRefused, match="carrier-grade NAT") as caught:
         operations.connect_caldav(app, "t-1", url="https://cgnat.test/", username="u", password="p")
     assert str(caught.value).startswith("refused CalDAV URL https://cgnat.test/")
     assert connection_rows(app) == [] and connects == []
