@@ -119,6 +119,8 @@ from connectors.base import (
     RemoteItem,
     pass_headers,
 )
+from connectors.egress import STRICT, EgressPolicy
+from connectors.egress_http import niquests_session
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -268,7 +270,8 @@ class CalDAVSettings:
     ``url`` is the server's (or the principal's) base URL. With ``calendar_url`` the connector
     writes into that existing calendar; without it, into a dedicated calendar ``calendar_id`` with
     display name ``calendar_name`` in the user's calendar home, created when missing.
-    ``timeout`` (seconds) bounds every request.
+    ``timeout`` (seconds) bounds every request. ``egress`` decides which addresses any
+    request, redirect hop or discovered URL may reach (public ones only, by default).
     """
 
     url: str
@@ -278,6 +281,7 @@ class CalDAVSettings:
     calendar_name: str = "Therapy sessions"
     calendar_id: str = "syncd"
     timeout: float = 15.0
+    egress: EgressPolicy = STRICT
 
 
 class _Op(enum.Enum):
@@ -320,13 +324,12 @@ class _HTTPStatusError(Exception):
     """A response with a status the caller did not expect; only ever fed to _translate."""
 
     def __init__(
-        self, status: int, headers: Mapping[str, str], preconditions: frozenset[str], text: str
+        self, status: int, headers: Mapping[str, str], preconditions: frozenset[str]
     ) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
         self.headers = headers
         self.preconditions = preconditions
-        self.text = text
 
 
 def _parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -351,9 +354,10 @@ def _translate_status(
     retry_after: str | None,
     op: _Op,
     what: str,
-    detail: str = "",
 ) -> ConnectorError:
-    """The HTTP-status half of :func:`_translate` (which is its only caller)."""
+    """The HTTP-status half of :func:`_translate` (which is its only caller). The server's
+    explanation is never part of the message: it can quote the entry that was sent, and
+    with it a client's name (messages reach logs and the dashboard)."""
     message = f"{what}: HTTP {status}"
     if preconditions:
         message += " (" + ", ".join(sorted(preconditions)) + ")"
@@ -399,8 +403,7 @@ def _translate_status(
         return NotFound(message)
     if status == 412:
         return PreconditionFailed(message)
-    detail = " ".join(detail.split())[:200]
-    return ProtocolError(f"{message}: {detail}" if detail else message)
+    return ProtocolError(message)
 
 
 def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
@@ -409,7 +412,7 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
         return exc
     if isinstance(exc, _HTTPStatusError):
         retry_after = exc.headers.get("Retry-After")
-        return _translate_status(exc.status, exc.preconditions, retry_after, op, what, exc.text)
+        return _translate_status(exc.status, exc.preconditions, retry_after, op, what)
     if isinstance(exc, caldav_error.RateLimitError):
         # Raised by the library itself for 429, and for 503 with Retry-After.
         return Transient(
@@ -419,7 +422,7 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
     if isinstance(exc, caldav_error.DAVError):
         if exc.status is not None:
             preconditions = frozenset(exc.preconditions)
-            return _translate_status(exc.status, preconditions, None, op, what, exc.reason)
+            return _translate_status(exc.status, preconditions, None, op, what)
         if isinstance(exc, caldav_error.NotFoundError):
             return NotFound(f"{what}: {exc.reason}")
         return ProtocolError(f"{what}: {exc}")
@@ -855,6 +858,14 @@ class CalDAVConnector:
             )
         except Exception as exc:
             raise ValueError(f"unusable CalDAV url {settings.url!r}: {exc}") from exc
+        # Every request goes through this session, the library's discovery included: each new
+        # connection (redirect hops, principal, calendar home and calendars on other hosts)
+        # is resolved and checked by the policy, and opened to the address that was checked.
+        library_session = self._client.session
+        self._client.session = niquests_session(
+            settings.egress, multiplexed=bool(getattr(library_session, "multiplexed", False))
+        )
+        library_session.close()
         self._calendar_url: str | None = None
         self._calendar_path = ""
         # None until the server has shown whether sync-collection works; then fixed for the
@@ -1589,10 +1600,7 @@ class CalDAVConnector:
             status = int(response.status)
             if status not in ok:
                 raise _HTTPStatusError(
-                    status,
-                    response.headers or {},
-                    _preconditions(response.tree),
-                    str(response.raw or "")[:500],
+                    status, response.headers or {}, _preconditions(response.tree)
                 )
             return response
 

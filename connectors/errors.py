@@ -70,3 +70,14 @@ class BusyIncomplete(ConnectorError):
         super().__init__(f"busy time of {len(failed)} calendar(s) could not be read ({listed})")
         self.intervals = intervals
         self.failed = failed
+
+
+class DestinationRefused(ProtocolError):
+    """The outbound policy (:mod:`connectors.egress`) refused where a request would go: a
+    host that is, or resolves to, a non-public address. Permanent until the URL or the
+    policy changes. The message is one plain sentence; ``host`` and ``address`` say what."""
+
+    def __init__(self, message: str, *, host: str = "", address: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.address = address

@@ -71,6 +71,8 @@ from connectors.base import (
     Write,
     pass_headers,
 )
+from connectors.egress import STRICT, EgressPolicy
+from connectors.egress_http import PolicyHttp
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -124,6 +126,7 @@ class GoogleSettings:
     reminder_minutes: tuple[int, ...] | None = None  # None: the calendar's default reminders
     min_interval: float = 0.0  # seconds between two requests to this account
     max_batch: int = 50
+    egress: EgressPolicy = STRICT  # where requests (API, batch, token refresh) may go
 
 
 def generation(name: str, n: int) -> str:
@@ -346,8 +349,9 @@ def _merged(intervals: list[tuple[datetime, datetime]]) -> list[tuple[datetime, 
     return merged
 
 
-class _PassTaggedHttp(httplib2.Http):  # type: ignore[misc]
-    """Adds the pass header to every request, batches included (one outer POST)."""
+class _PassTaggedHttp(PolicyHttp):
+    """Adds the pass header to every request, batches included (one outer POST); every
+    connection, token refreshes included, passes the outbound policy."""
 
     def request(
         self,
@@ -380,7 +384,7 @@ class GoogleConnector:
             client_secret=settings.client_secret,
         )
         http = google_auth_httplib2.AuthorizedHttp(
-            credentials, http=_PassTaggedHttp(timeout=settings.timeout)
+            credentials, http=_PassTaggedHttp(settings.egress, timeout=settings.timeout)
         )
         self._service: Any = build_from_document(_discovery_document(settings.url), http=http)
         self._calendar: str | None = None

@@ -3,6 +3,7 @@ daemon, the CLI and the demo."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.base import Connector
 from connectors.caldav import CalDAVConnector, CalDAVSettings
+from connectors.egress import STRICT, EgressPolicy, Resolver
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import connect_links, retry
+from syncd import connect_links, log_guard, private_files, retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
 from syncd.engine import Engine
@@ -37,15 +39,29 @@ class App:
     sessions: sessionmaker[Session]
     box: SecretBox
     clock: Clock = utc_now
+    # Where every outbound request may go (connectors, OAuth calls, the webhook).
+    egress: EgressPolicy = STRICT
 
     @classmethod
-    def open(cls, config: Config, *, migrate: bool = True, clock: Clock = utc_now) -> App:
-        config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    def open(
+        cls,
+        config: Config,
+        *,
+        migrate: bool = True,
+        clock: Clock = utc_now,
+        resolver: Resolver | None = None,
+    ) -> App:
+        """``resolver`` replaces the system's DNS for outbound requests (tests)."""
+        log_guard.install()  # also for uses without setup_logging (tests, embedding)
+        private_files.private_dir(config.daemon.state_dir)
         db = database.make_engine(config.database_url)
         if migrate:
             database.upgrade(db)
         box = SecretBox(load_or_create_key(config.key_file))
-        return cls(config, db, database.session_factory(db), box, clock)
+        egress = config.egress
+        if resolver is not None:
+            egress = dataclasses.replace(egress, resolver=resolver)
+        return cls(config, db, database.session_factory(db), box, clock, egress)
 
     def close(self) -> None:
         self.db.dispose()
@@ -62,6 +78,7 @@ class App:
                     calendar_name=c.calendar_name,
                     calendar_id=c.calendar_id,
                     timeout=c.timeout,
+                    egress=self.egress,
                 )
             )
         if row.provider == "google":
@@ -87,6 +104,7 @@ class App:
             reminder_minutes=tuple(g.reminder_minutes) if g.reminder_minutes is not None else None,
             min_interval=g.min_request_interval,
             max_batch=g.max_batch,
+            egress=self.egress,
         )
 
     def google_client_secret(self) -> str:
@@ -136,4 +154,10 @@ class App:
 
     def deliverer(self) -> Deliverer:
         """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
-        return Deliverer(self.sessions, self.config.platform, self.webhook_secret(), self.clock)
+        return Deliverer(
+            self.sessions,
+            self.config.platform,
+            self.webhook_secret(),
+            self.clock,
+            egress=self.egress,
+        )

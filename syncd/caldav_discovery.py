@@ -191,10 +191,13 @@ def discover(
     *,
     resolver: DnsResolver,
     check_url: Callable[[str], None],
+    open_client: Callable[[float], httpx.Client],
     timeout: float,
 ) -> str:
     """The CalDAV context URL for ``address`` (a given URL is returned as it is, after the
-    check). ``check_url`` raises to refuse an address; it is called before every request."""
+    check). ``check_url`` raises to refuse an address; it is called before every request.
+    ``open_client(timeout)`` gives the HTTP client: one bound to the outbound-request policy,
+    so the address connected to is the one checked, whatever DNS answers in between."""
     if address.url is not None:
         check_url(address.url)
         return address.url
@@ -203,7 +206,7 @@ def discover(
     candidates = _srv_candidates(resolver, domain.split(":")[0])
     candidates += [f"https://{domain}/.well-known/caldav", f"http://{domain}/.well-known/caldav"]
     tried: list[str] = []
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with open_client(timeout) as client:
         for candidate in candidates:
             tried.append(candidate)
             if not candidate.endswith("/.well-known/caldav"):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from connectors.egress import EgressPolicy, parse_networks
+
 
 class ConfigError(Exception):
     pass
@@ -59,8 +61,29 @@ class CalDAVConfig(_Section):
     timeout: float = Field(15, gt=0, le=300)
     calendar_name: str = Field(DEFAULT_CALENDAR_NAME, min_length=1, max_length=200)
     calendar_id: str = "syncd"
-    # false: refuse CalDAV URLs whose host resolves to a loopback/private/link-local address.
+    # Deprecated: the same as [outbound] allow_private_hosts (either one set to true allows).
     allow_private_hosts: bool = False
+
+
+class OutboundConfig(_Section):
+    """Where syncd may connect: CalDAV servers (and every URL they name), Google's API and
+    OAuth endpoints, the platform's webhook. Public internet addresses only by default."""
+
+    # true: any address, loopback and private networks included (tests, a LAN-only setup).
+    allow_private_hosts: bool = False
+    # Networks allowed although not public, e.g. ["10.20.0.0/16"] for a platform webhook or a
+    # CalDAV server on the operator's own network. Comma-separated in the environment.
+    allowed_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            parse_networks(str(v) for v in value)  # a ValueError names the bad entry
+            return [str(v).strip() for v in value]
+        return value
 
 
 class GoogleConfig(_Section):
@@ -246,6 +269,7 @@ class Config(_Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     caldav: CalDAVConfig = Field(default_factory=CalDAVConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     platform: PlatformConfig = Field(default_factory=PlatformConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -261,6 +285,14 @@ class Config(_Section):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.daemon.state_dir / 'syncd.db'}"
+
+    @property
+    def egress(self) -> EgressPolicy:
+        """The outbound policy these options describe (system DNS)."""
+        return EgressPolicy(
+            allow_private=self.outbound.allow_private_hosts or self.caldav.allow_private_hosts,
+            allowed_networks=parse_networks(self.outbound.allowed_networks),
+        )
 
     @property
     def key_file(self) -> Path:

@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from connectors.base import BusyReader, CalendarInfo
-from connectors.errors import ConnectorError
+from connectors.egress_http import httpx_client
+from connectors.errors import ConnectorError, DestinationRefused
 from syncd import caldav_discovery, caldav_presets, connect_links, operations
 from syncd import domain as d
 from syncd.app import App
@@ -40,13 +41,12 @@ class ConnectProblem(Exception):
 
 
 def _validate_server_url(app: App, url: str) -> None:
-    """The outbound-request policy for every server address a therapist gives or discovery
-    finds, checked before anything is sent there. The one call site to switch to a shared
-    policy (resolved-address checks on every request and redirect) when there is one."""
-    if not app.config.caldav.allow_private_hosts:
-        operations.check_public_url(url)
-    elif not url.startswith(("http://", "https://")):
-        raise operations.UrlRefused(f"refused CalDAV URL {url}: an http(s) URL is required")
+    """The outbound-request policy (connectors.egress) for every server address a therapist
+    gives or discovery finds, checked before anything is sent there."""
+    try:
+        app.egress.check_url(url)
+    except DestinationRefused as exc:
+        raise operations.UrlRefused(f"refused CalDAV URL {url}: {exc}") from None
 
 
 def _refused(exc: operations.OperationError) -> ConnectProblem:
@@ -88,6 +88,7 @@ def server_url(
             parsed,
             resolver=dns,
             check_url=lambda url: _validate_server_url(app, url),
+            open_client=lambda timeout: httpx_client(app.egress, timeout=timeout),
             timeout=app.config.caldav.timeout,
         )
         return found, parsed.email

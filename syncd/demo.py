@@ -25,7 +25,7 @@ from rich.console import Console
 from sqlalchemy import select
 
 from syncd import config as config_mod
-from syncd import operations
+from syncd import operations, private_files
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.embedded_radicale import EmbeddedRadicale
@@ -147,19 +147,18 @@ def _write_config(state: Path) -> Path:
         f"[daemon]\nstate_dir = {json.dumps(str(state))}\npoll_interval = 0.1\n\n"
         "[sync]\ninterval = 5\n\n"
         "[http]\nport = 0\n\n"
-        "[caldav]\nallow_private_hosts = true\n"
+        "[outbound]\nallow_private_hosts = true\n"
     )
     key = state / "secret.key"
     if not key.exists():
-        key.write_bytes(Fernet.generate_key())
-        key.chmod(0o600)
+        private_files.write_private(key, Fernet.generate_key())
     return path
 
 
 @contextlib.contextmanager
 def _state_dir(requested: Path | None) -> Iterator[Path]:
     if requested is not None:
-        requested.mkdir(parents=True, exist_ok=True)
+        private_files.private_dir(requested)
         yield requested
         return
     tmp = Path(tempfile.mkdtemp(prefix="syncd-demo-"))

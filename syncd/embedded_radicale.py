@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from syncd import private_files
+
 __all__ = ["EmbeddedRadicale", "free_port"]
 
 _START_TIMEOUT = 15.0
@@ -160,8 +162,8 @@ class EmbeddedRadicale:
         ]
         if self.username is not None and self.password is not None:
             htpasswd = self.folder / "htpasswd"
-            htpasswd.write_text(f"{self.username}:{self.password}\n", encoding="utf-8")
-            htpasswd.chmod(0o600)
+            htpasswd.unlink(missing_ok=True)
+            private_files.write_private(htpasswd, f"{self.username}:{self.password}\n".encode())
             lines += [
                 "type = htpasswd",
                 f"htpasswd_filename = {htpasswd}",

@@ -27,7 +27,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from connectors.errors import ConnectorError
+from connectors.egress_http import httpx_client
+from connectors.errors import ConnectorError, DestinationRefused
 from connectors.google import GoogleConnector
 from connectors.google_scopes import mode_for, scopes_for
 from syncd.app import App
@@ -152,18 +153,20 @@ def exchange_code(app: App, state: str, code: str) -> Grant:
         redirect_uri = request.redirect_uri
     g = app.config.google
     try:
-        response = httpx.post(
-            g.token_url,
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "code_verifier": verifier,
-                "redirect_uri": redirect_uri,
-                "client_id": g.client_id,
-                "client_secret": app.google_client_secret(),
-            },
-            timeout=g.timeout,
-        )
+        with httpx_client(app.egress, timeout=g.timeout) as client:
+            response = client.post(
+                g.token_url,
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "code_verifier": verifier,
+                    "redirect_uri": redirect_uri,
+                    "client_id": g.client_id,
+                    "client_secret": app.google_client_secret(),
+                },
+            )
+    except DestinationRefused as exc:
+        raise OperationError(f"Google's token endpoint is not allowed: {exc}") from None
     except httpx.HTTPError as exc:
         raise OperationError(f"Google's token endpoint did not answer: {exc}") from None
     if response.status_code != 200:
@@ -228,12 +231,9 @@ def complete(app: App, state: str, code: str) -> int:
 def revoke(app: App, refresh_token: str) -> None:
     """Ask Google to forget the grant; failures are logged, never fatal (the token is dropped)."""
     try:
-        httpx.post(
-            app.config.google.revoke_url,
-            data={"token": refresh_token},
-            timeout=app.config.google.timeout,
-        )
-    except httpx.HTTPError as exc:
+        with httpx_client(app.egress, timeout=app.config.google.timeout) as client:
+            client.post(app.config.google.revoke_url, data={"token": refresh_token})
+    except (httpx.HTTPError, DestinationRefused) as exc:
         log.warning("could not revoke a Google token: %s", exc)
 
 

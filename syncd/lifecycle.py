@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd import config as config_mod
-from syncd import retry
+from syncd import log_guard, retry
 from syncd.notify import Notifier
 
 if TYPE_CHECKING:
@@ -67,10 +67,8 @@ def merge(old: config_mod.Config, new: config_mod.Config) -> tuple[config_mod.Co
 
 
 def apply_logging_level(level: str) -> None:
-    root = logging.getLogger()
-    root.setLevel(level)
-    for noisy in ("caldav", "urllib3", "niquests", "apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger().setLevel(level)
+    log_guard.install(level)
 
 
 class Lifecycle:

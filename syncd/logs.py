@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from connectors.base import current_pass
+from syncd import log_guard
 
 # The context of the current pass / connection, copied into every record.
 CONTEXT_FIELDS = ("therapist", "connection", "pass_id")
@@ -167,9 +168,10 @@ def setup_logging(
         else HumanFormatter(timestamps=timestamps)
     )
     handler.addFilter(ContextFilter())
+    handler.addFilter(log_guard.OwnRecordsFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Library chatter (HTTP wire details) stays out unless debugging.
-    for noisy in ("caldav", "urllib3", "niquests", "apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Libraries never log below WARNING here, whatever the level: their DEBUG lines carry
+    # request and response bodies (see syncd.log_guard).
+    log_guard.install(level)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import urljoin
 
 from sqlalchemy import delete, func, select
 
 from connectors.base import BusyReader, CalendarInfo
-from connectors.errors import ConnectorError, NotFound
+from connectors.errors import ConnectorError, DestinationRefused, NotFound
 from syncd import availability, logs, occupancy, outbox, reconcile
 from syncd import domain as d
 from syncd.app import App
@@ -61,9 +59,18 @@ def connect_caldav(
     calendar_url: str | None = None,
     verify: bool = True,
 ) -> int:
-    """Store a CalDAV connection (password encrypted) after checking that it works."""
-    if not app.config.caldav.allow_private_hosts:
-        check_public_url(url)
+    """Store a CalDAV connection (password encrypted) after checking that it works.
+
+    The URL and the calendar URL are checked against the outbound policy first, so a refused
+    address is named to the admin at once; every request made later (discovery, redirects,
+    each pass) is checked again when its connection opens."""
+    for given in (url, urljoin(url, calendar_url) if calendar_url else None):
+        if given is None:
+            continue
+        try:
+            app.egress.check_url(given)
+        except DestinationRefused as exc:
+            raise UrlRefused(f"refused CalDAV URL {given}: {exc}") from None
     now = app.clock()
     with app.sessions() as s:
         if s.get(TherapistRow, therapist_id) is None:
@@ -109,36 +116,6 @@ def connect_caldav(
         s.flush()
         queue.mark_due(s, therapist_id, now, full=True)
         return row.id
-
-
-def check_public_url(url: str) -> None:
-    """Refuse a URL whose host resolves to a loopback, link-local, private or unspecified
-    address (SSRF: the daemon must not be pointed at its own network); every address counts."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    if parts.scheme not in ("http", "https") or not host:
-        raise UrlRefused(f"refused CalDAV URL {url}: an http:// or https:// URL is required")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError) as exc:
-        raise UrlRefused(f"refused CalDAV URL {url}: cannot resolve {host}: {exc}") from None
-    for info in infos:
-        addr = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        if (
-            addr.is_loopback
-            or addr.is_link_local
-            or addr.is_private
-            or addr.is_unspecified
-            or addr.is_multicast
-            or addr.is_reserved
-        ):
-            raise UrlRefused(
-                f"refused CalDAV URL {url}: {host} resolves to non-public address {addr} "
-                "(set [caldav] allow_private_hosts = true to allow it)"
-            )
 
 
 @dataclass(frozen=True, slots=True)

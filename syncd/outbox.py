@@ -30,6 +30,8 @@ import httpx
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from connectors.egress import STRICT, EgressPolicy
+from connectors.egress_http import httpx_client
 from syncd.clock import Clock, utc_now
 from syncd.config import PlatformConfig
 from syncd.secrets import SecretError
@@ -202,6 +204,7 @@ class Deliverer:
         client: httpx.Client | None = None,
         *,
         rng: random.Random | None = None,
+        egress: EgressPolicy = STRICT,
     ) -> None:
         if config.webhook_url and not secret:
             raise SecretError("[platform] webhook_url is set but the webhook secret is empty")
@@ -210,7 +213,10 @@ class Deliverer:
         self._secret = secret
         self._clock = clock
         self._own_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=config.timeout)
+        # Without a client of the caller's, every connection passes the outbound policy.
+        self._client = (
+            client if client is not None else httpx_client(egress, timeout=config.timeout)
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         # The lease outlives a few requests; a row is only sent while at least one request
         # timeout (plus a margin) of it is left, and the rest of a batch is released, so a

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from syncd import private_files
+
 log = logging.getLogger(__name__)
 
 KEY_ENV = "SYNCD_SECRET_KEY"
@@ -30,12 +32,12 @@ def load_or_create_key(key_file: Path) -> bytes:
         if cred.exists():
             return cred.read_bytes().strip()
     if key_file.exists():
+        private_files.tighten(key_file)
         return key_file.read_bytes().strip()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    if not key_file.parent.exists():
+        private_files.private_dir(key_file.parent)
     key = Fernet.generate_key()
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
+    private_files.write_private(key_file, key + b"\n")
     log.warning(
         "generated a new secret key at %s: back it up, without it stored calendar passwords "
         "cannot be decrypted",

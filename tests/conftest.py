@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from connectors.egress import EgressPolicy
+from syncd import private_files
 from syncd.app import App
 from syncd.config import Config, load
 from tests.caldav_servers import (  # noqa: F401 - fixtures
@@ -23,6 +25,9 @@ from tests.caldav_servers import (  # noqa: F401 - fixtures
 )
 from tests.faults import fault_proxy  # noqa: F401 - a fixture
 from tests.google_standin.fixtures import google_standin  # noqa: F401 - a fixture
+
+# For connectors and senders made directly in tests: their servers listen on loopback.
+LOOPBACK_OK = EgressPolicy(allow_private=True)
 
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -62,13 +67,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_config(state: Path, db: str | None = None, **sections: dict[str, object]) -> Config:
     key = state / "secret.key"
     if not key.exists():
-        state.mkdir(parents=True, exist_ok=True)
-        key.write_bytes(Fernet.generate_key())
+        private_files.private_dir(state)
+        private_files.write_private(key, Fernet.generate_key())  # as syncd itself writes keys
     data: dict[str, dict[str, object]] = {
         "daemon": {"state_dir": str(state), "poll_interval": 0.05},
         "database": {"url": db or f"sqlite:///{state / 'syncd.db'}"},
         "sync": {"retry_base": 0.01, "retry_cap": 0.05},
-        "caldav": {"timeout": 10, "allow_private_hosts": True},
+        "caldav": {"timeout": 10},
+        "outbound": {"allow_private_hosts": True},  # the test servers listen on loopback
         "http": {"port": 0},  # any free port: daemons in tests never clash
     }
     for name, values in sections.items():

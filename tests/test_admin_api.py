@@ -189,7 +189,7 @@ def test_openapi_is_served_committed_and_complete(admin_app: App) -> None:
 def test_caldav_urls_on_private_hosts_are_refused_by_default(
     tmp_path: Path, radicale_server: CalDAVServer
 ) -> None:
-    strict = App.open(make_config(tmp_path / "strict", caldav={"allow_private_hosts": False}))
+    strict = App.open(make_config(tmp_path / "strict", outbound={"allow_private_hosts": False}))
     try:
         assert strict.ingestor().ingest(f.therapist()).ok
         for url in (
@@ -212,7 +212,7 @@ def test_caldav_urls_on_private_hosts_are_refused_by_default(
 
     allowed = App.open(make_config(tmp_path / "allowed"))  # allow_private_hosts = true
     try:
-        assert allowed.config.caldav.allow_private_hosts
+        assert allowed.config.outbound.allow_private_hosts
         assert allowed.ingestor().ingest(f.therapist()).ok
         cid = operations.connect_caldav(
             allowed,
@@ -229,4 +229,6 @@ def test_caldav_urls_on_private_hosts_are_refused_by_default(
 def test_allow_private_hosts_defaults_to_false() -> None:
     from syncd.config import Config
 
+    assert Config().outbound.allow_private_hosts is False
     assert Config().caldav.allow_private_hosts is False
+    assert Config().egress.allow_private is False

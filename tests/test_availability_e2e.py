@@ -25,7 +25,7 @@ from tests import factories as f
 from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import raw_request
 from tests.clock import FakeClock
-from tests.conftest import make_config
+from tests.conftest import LOOPBACK_OK, make_config
 from tests.google_standin import GoogleStandIn
 
 LONDON = ZoneInfo("Europe/London")
@@ -76,6 +76,7 @@ class CalDAVPersonal:
                 password=server.password,
                 calendar_id="personal",
                 calendar_name="Personal",
+                egress=LOOPBACK_OK,
             )
         )
         self.url = creator.ensure_calendar()

@@ -14,6 +14,7 @@ import pytest
 
 from connectors.caldav import CalDAVConnector, CalDAVSettings
 from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
+from tests.conftest import LOOPBACK_OK
 
 
 def body(uid: str, summary: str = "x") -> str:
@@ -31,6 +32,7 @@ def connector(server: CalDAVServer, url: str | None = None) -> CalDAVConnector:
             username=server.username,
             password=server.password,
             calendar_id=f"w-{uuid.uuid4().hex[:8]}",
+            egress=LOOPBACK_OK,
         )
     )
 

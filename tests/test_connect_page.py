@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from connectors.egress_http import httpx_client
 from connectors.errors import AuthFailed, NotFound, Transient
 from syncd import auth, caldav_presets, connect_links
 from syncd.app import App
@@ -34,7 +35,7 @@ from syncd.web.connect_page import ConnectPage
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer, HTTPProxy, unused_port
 from tests.calendar_view import read_calendar
-from tests.conftest import make_config, write_config
+from tests.conftest import LOOPBACK_OK, make_config, write_config
 from tests.google_standin import GoogleStandIn
 
 PASSWORD, NEW_PASSWORD = "first pw", "second pw"
@@ -290,6 +291,10 @@ def test_a_private_address_is_refused_before_any_request(
             app.close()
 
 
+def _client(timeout: float) -> httpx.Client:
+    return httpx_client(LOOPBACK_OK, timeout=timeout)
+
+
 def test_discovery_from_an_email_address_or_a_domain(world: World) -> None:
     port = world.radicale.port
     world.dns.srv_records = {
@@ -306,13 +311,21 @@ def test_discovery_from_an_email_address_or_a_domain(world: World) -> None:
     from syncd import caldav_discovery as cd
 
     found = cd.discover(
-        cd.parse_address("ann@therapy.test"), resolver=world.dns, check_url=check, timeout=5
+        cd.parse_address("ann@therapy.test"),
+        resolver=world.dns,
+        check_url=check,
+        open_client=_client,
+        timeout=5,
     )
     assert found == f"http://127.0.0.1:{port}/" and checked == [found]
     # No SRV for localhost: the well-known URI, https refused, then http, redirected to /.
     checked.clear()
     found = cd.discover(
-        cd.parse_address(f"localhost:{port}"), resolver=world.dns, check_url=check, timeout=5
+        cd.parse_address(f"localhost:{port}"),
+        resolver=world.dns,
+        check_url=check,
+        open_client=_client,
+        timeout=5,
     )
     assert found == f"http://localhost:{port}/"
     assert checked == [
@@ -325,6 +338,7 @@ def test_discovery_from_an_email_address_or_a_domain(world: World) -> None:
             cd.parse_address(f"localhost:{unused_port()}"),
             resolver=world.dns,
             check_url=check,
+            open_client=_client,
             timeout=5,
         )
     assert "We could not find a calendar server" in str(nothing.value)

@@ -45,6 +45,7 @@ from tests.caldav_servers import (
     ProxyReply,
     unused_port,
 )
+from tests.conftest import LOOPBACK_OK
 from tests.google_standin import GoogleStandIn
 from tests.google_standin.fixtures import build_service
 from tests.memory_calendar import MemoryCalendar, MemoryServer
@@ -153,6 +154,7 @@ class CalDAVTarget:
             "username": self.server.username,
             "password": self.server.password,
             "timeout": 10.0,
+            "egress": LOOPBACK_OK,
         }
         values.update(overrides)
         return CalDAVSettings(**values)
@@ -217,6 +219,7 @@ class GoogleTarget:
             "url": self.stand_in.root_url,
             "token_uri": self.stand_in.token_url,
             "timeout": 10.0,
+            "egress": LOOPBACK_OK,
         }
         values.update(overrides)
         connector = GoogleConnector(GoogleSettings(**values))

@@ -20,7 +20,7 @@ from syncd.store.tables import ConnectionRow
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import read_calendar
-from tests.conftest import make_config
+from tests.conftest import LOOPBACK_OK, make_config
 from tests.faults import Action, FaultProxy, Rule, every, fault_proxy, first, probability, window
 
 __all__ = ["fault_proxy"]
@@ -61,7 +61,11 @@ def proxied(
 def test_each_fault_is_transient_and_quick(name: str, proxied) -> None:  # type: ignore[no-untyped-def]
     proxy, server = proxied
     settings = CalDAVSettings(
-        url=server.url, username=server.username, password=server.password, timeout=TIMEOUT
+        url=server.url,
+        username=server.username,
+        password=server.password,
+        timeout=TIMEOUT,
+        egress=LOOPBACK_OK,
     )
     connector = CalDAVConnector(settings)
     try:
@@ -88,7 +92,11 @@ def test_status_with_retry_after_carries_the_hint(proxied) -> None:  # type: ign
     proxy, server = proxied
     connector = CalDAVConnector(
         CalDAVSettings(
-            url=server.url, username=server.username, password=server.password, timeout=TIMEOUT
+            url=server.url,
+            username=server.username,
+            password=server.password,
+            timeout=TIMEOUT,
+            egress=LOOPBACK_OK,
         )
     )
     try:

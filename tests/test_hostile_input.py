@@ -31,7 +31,7 @@ from syncd.ingest import Result
 from syncd.store.tables import Base, BusyIntervalRow, ConnectionRow
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
-from tests.conftest import make_config, write_config
+from tests.conftest import LOOPBACK_OK, make_config, write_config
 from tests.http_daemon import serving
 from tests.proc import jsonl, run_syncd
 from tests.test_connector_contract import raw_request
@@ -526,6 +526,7 @@ def test_busy_reads_item_by_item_when_the_server_fails_on_the_calendar(
             username=radicale_server.username,
             password=radicale_server.password,
             timeout=10.0,
+            egress=LOOPBACK_OK,
             **overrides,
         )
         return CalDAVConnector(settings)

@@ -34,7 +34,7 @@ from syncd.daemon import Daemon
 from syncd.secrets import SecretError
 from syncd.store import database
 from syncd.store.tables import OutboxRow
-from tests.conftest import make_config, write_config
+from tests.conftest import LOOPBACK_OK, make_config, write_config
 
 SECRET = b"whsec-test-5b1c0e"
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -477,7 +477,7 @@ def test_connection_errors_and_timeouts_are_recorded_and_retried(
         event_id = notify(app, therapist_id="t-1", client_name="Jane Doe")
         refused = PlatformConfig(webhook_url=f"http://127.0.0.1:{closed_port}/", timeout=2)
         with caplog.at_level(logging.DEBUG, logger="syncd.outbox"):
-            with outbox.Deliverer(app.sessions, refused, SECRET, clock) as d:
+            with outbox.Deliverer(app.sessions, refused, SECRET, clock, egress=LOOPBACK_OK) as d:
                 assert d.deliver_due() == 0
             row = row_of(app, event_id)
             assert row.attempts == 1 and row.last_status is None
@@ -486,7 +486,7 @@ def test_connection_errors_and_timeouts_are_recorded_and_retried(
             clock.advance(3600)
             receiver.stall.set()  # the platform accepts the connection and never answers
             slow = PlatformConfig(webhook_url=receiver.url, timeout=0.3)
-            with outbox.Deliverer(app.sessions, slow, SECRET, clock) as d:
+            with outbox.Deliverer(app.sessions, slow, SECRET, clock, egress=LOOPBACK_OK) as d:
                 assert d.deliver_due() == 0
             receiver.release.set()
             row = row_of(app, event_id)
