@@ -1,27 +1,33 @@
 """Wiring: one object that holds the configured database, secrets and connectors, shared by the
-daemon, the CLI and the demo."""
+daemon, the CLI and the demo.
+
+The connectors, the engine and the ingestor are imported when first asked for, so a CLI command
+that only reads the database never loads the CalDAV or Google client libraries.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import Connector
-from connectors.caldav import CalDAVConnector, CalDAVSettings
-from connectors.google import GoogleConnector, GoogleSettings
-from syncd import retry
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
-from syncd.engine import Engine
-from syncd.ingest import Ingestor
-from syncd.outbox import WEBHOOK_SECRET_ENV, Deliverer
-from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file
+from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file, require_key
 from syncd.store import database
-from syncd.store.tables import ConnectionRow
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
+    from connectors.google import GoogleSettings
+    from syncd.engine import Engine
+    from syncd.ingest import Ingestor
+    from syncd.outbox import Deliverer
+    from syncd.store.tables import ConnectionRow
 
 GOOGLE_SECRET_ENV = "SYNCD_GOOGLE_CLIENT_SECRET"  # noqa: S105 - a variable name
 
@@ -35,23 +41,54 @@ class App:
     config: Config
     db: DbEngine
     sessions: sessionmaker[Session]
-    box: SecretBox
     clock: Clock = utc_now
+    # False: a missing key is an error, never generated (CLI commands; see secrets.load_key).
+    create_key: bool = True
+    _box: SecretBox | None = field(default=None, repr=False)
+    _box_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, config: Config, *, migrate: bool = True, clock: Clock = utc_now) -> App:
-        config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
-        db = database.make_engine(config.database_url)
+    def open(
+        cls,
+        config: Config,
+        *,
+        migrate: bool = True,
+        clock: Clock = utc_now,
+        create_key: bool = True,
+    ) -> App:
+        """Open (creating when ``migrate``) the database. With ``create_key`` the secret key is
+        loaded now and generated if there is none; without, it is read when first needed."""
         if migrate:
-            database.upgrade(db)
-        box = SecretBox(load_or_create_key(config.key_file))
-        return cls(config, db, database.session_factory(db), box, clock)
+            config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        db = database.make_engine(config.database_url, create=migrate)
+        try:
+            if migrate:
+                database.upgrade(db)
+            app = cls(config, db, database.session_factory(db), clock, create_key)
+            if create_key:
+                app.box  # noqa: B018 - generate (and warn about) a new key at start, not mid-pass
+        except BaseException:
+            db.dispose()
+            raise
+        return app
+
+    @property
+    def box(self) -> SecretBox:
+        """Seals and opens stored secrets with the key from secrets.load_key."""
+        with self._box_lock:
+            if self._box is None:
+                key_file = self.config.key_file
+                key = load_or_create_key(key_file) if self.create_key else require_key(key_file)
+                self._box = SecretBox(key)
+            return self._box
 
     def close(self) -> None:
         self.db.dispose()
 
     def connector_for(self, row: ConnectionRow) -> Connector:
         if row.provider == "caldav":
+            from connectors.caldav import CalDAVConnector, CalDAVSettings
+
             c = self.config.caldav
             return CalDAVConnector(
                 CalDAVSettings(
@@ -65,12 +102,16 @@ class App:
                 )
             )
         if row.provider == "google":
+            from connectors.google import GoogleConnector
+
             return GoogleConnector(
                 self.google_settings(self.box.open(row.secret), row.calendar_url)
             )
         raise UnknownProvider(f"connection {row.id}: unknown provider {row.provider!r}")
 
     def google_settings(self, refresh_token: str, calendar_url: str | None) -> GoogleSettings:
+        from connectors.google import GoogleSettings
+
         g = self.config.google
         if not g.client_id:
             raise SecretError("[google] client_id is not configured (see docs/google.md)")
@@ -100,6 +141,9 @@ class App:
         )
 
     def engine(self) -> Engine:
+        from syncd import retry
+        from syncd.engine import Engine
+
         s = self.config.sync
         policy = retry.RetryPolicy(s.retry_attempts, s.retry_base, s.retry_cap)
         return Engine(
@@ -111,6 +155,8 @@ class App:
         )
 
     def ingestor(self) -> Ingestor:
+        from syncd.ingest import Ingestor
+
         hold = timedelta(hours=self.config.offers.hold_hours)
         return Ingestor(self.sessions, self.clock, hold=hold)
 
@@ -118,8 +164,11 @@ class App:
         """The HMAC key that signs notifications to the platform: ``$SYNCD_WEBHOOK_SECRET``, else
         the ``[platform] webhook_secret_file``. Empty when no webhook is configured and no secret
         is given; an error when a webhook URL is configured without one."""
+        from syncd.outbox import WEBHOOK_SECRET_ENV
+
         if env := os.environ.get(WEBHOOK_SECRET_ENV, "").strip():
             return env.encode()
+
         platform = self.config.platform
         if platform.webhook_secret_file is not None:
             return read_secret_file(platform.webhook_secret_file).encode()
@@ -132,4 +181,6 @@ class App:
 
     def deliverer(self) -> Deliverer:
         """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
+        from syncd.outbox import Deliverer
+
         return Deliverer(self.sessions, self.config.platform, self.webhook_secret(), self.clock)

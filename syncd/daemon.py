@@ -25,7 +25,7 @@ from syncd.engine import PassReport
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.replica import dead_local_owner, replica_id
+from syncd.replica import heartbeat_interval, replica_id
 from syncd.store import queue, replicas, wakeups
 from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
 from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
@@ -116,7 +116,7 @@ class Daemon:
         scheduler.add_job(
             self._job(self._heartbeat),
             "interval",
-            seconds=max(1.0, cfg.lease_seconds / 3),
+            seconds=heartbeat_interval(cfg.lease_seconds),
             id="heartbeat",
             coalesce=True,
             max_instances=1,
@@ -301,8 +301,14 @@ class Daemon:
             log.warning("could not remove this replica's registry row: %s", type(exc).__name__)
 
     def _reclaim(self) -> None:
+        now = self.app.clock()
+        lease_seconds = self.app.config.daemon.lease_seconds
         with self.app.sessions() as s:
-            freed = queue.reclaim(s, dead_local_owner, self.app.clock())
+
+            def dead(owner: str) -> bool:
+                return owner != self.owner and replicas.holder_dead(s, owner, now, lease_seconds)
+
+            freed = queue.reclaim(s, dead, now)
         if freed:
             log.info("took over %d therapists from a stopped process", len(freed))
 

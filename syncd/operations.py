@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -132,7 +133,18 @@ def check_public_url(url: str) -> None:
 class ResyncResult:
     therapist_id: str
     report: PassReport | None
-    busy: bool = False
+    busy: bool = False  # a live pass held the therapist throughout: nothing was done
+    held_by: str | None = None  # who held it (busy), or whose dead lease was taken over
+    took_over: bool = False  # the lease of a process known to be gone was taken at once
+
+    @property
+    def synced(self) -> bool:
+        """A pass ran and every connection of the therapist succeeded."""
+        return self.report is not None and not any(c.error for c in self.report.connections)
+
+
+# Called while a live pass holds a therapist: (therapist, holder, seconds left to wait).
+Waiting = Callable[[str, str, float], None]
 
 
 def resync(
@@ -142,58 +154,91 @@ def resync(
     full: bool = False,
     dry_run: bool = False,
     progress: Callable[[ResyncResult], None] | None = None,
+    wait: float = 0.0,
+    waiting: Waiting | None = None,
 ) -> list[ResyncResult]:
-    """Run passes now, each under the therapist's lease so a running daemon never overlaps."""
+    """Run passes now, each under the therapist's lease so a running daemon never overlaps.
+
+    A lease held by a process known to be gone is taken over at once; one held by a live pass
+    is waited for up to ``wait`` seconds (``waiting`` is told), then reported ``busy``."""
+    ids = list(therapist_ids)
+    with app.sessions() as s:
+        known = set(repo.therapist_ids(s))
+    if unknown := [t for t in ids if t not in known]:
+        raise OperationError(f"unknown therapist {unknown[0]!r}")
     engine = app.engine()
     owner = f"resync:{replica_id()}"
-    lease = timedelta(seconds=app.config.daemon.lease_seconds)
     results: list[ResyncResult] = []
     try:
-        _resync_each(
-            app, engine, owner, lease, list(therapist_ids), full, dry_run, progress, results
-        )
+        for tid in ids:
+            result = _resync_one(app, engine, owner, tid, full, dry_run, wait, waiting)
+            results.append(result)
+            if progress:
+                progress(result)
     finally:
         engine.close()
     return results
 
 
-def _resync_each(
+def _claim(
+    app: App, owner: str, tid: str, wait: float, waiting: Waiting | None
+) -> tuple[bool, str | None, bool]:
+    """(got the lease, the holder that kept or lost it, whether it was a dead one's)."""
+    lease_seconds = app.config.daemon.lease_seconds
+    lease = timedelta(seconds=lease_seconds)
+    deadline = time.monotonic() + wait
+    told = 0.0
+    while True:
+        now = app.clock()
+        with app.sessions() as s:
+            if queue.acquire(s, tid, owner, now, lease):
+                return True, None, False
+            holder = queue.holder(s, tid, now)
+            if holder is None:
+                continue  # released between the two statements: try again at once
+            if replicas.holder_dead(s, holder, now, lease_seconds):
+                if queue.take_over(s, tid, holder, owner, now, lease):
+                    log.info("resync took over therapist %s from stopped process %s", tid, holder)
+                    return True, holder, True
+                continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, holder, False
+        if waiting is not None and time.monotonic() >= told:
+            waiting(tid, holder, left)
+            told = time.monotonic() + 5
+        time.sleep(min(0.25, left))
+
+
+def _resync_one(
     app: App,
     engine: Engine,
     owner: str,
-    lease: timedelta,
-    therapist_ids: list[str],
+    tid: str,
     full: bool,
     dry_run: bool,
-    progress: Callable[[ResyncResult], None] | None,
-    results: list[ResyncResult],
-) -> None:
-    for tid in therapist_ids:
+    wait: float,
+    waiting: Waiting | None,
+) -> ResyncResult:
+    got, holder, dead = _claim(app, owner, tid, wait, waiting)
+    if not got:
+        return ResyncResult(tid, None, busy=True, held_by=holder)
+    lease = timedelta(seconds=app.config.daemon.lease_seconds)
+    started = app.clock()
+    try:
+        with _lease_kept(app, tid, owner, lease), logs.pass_context(tid):
+            report = engine.run_pass(tid, full=full, dry_run=dry_run)
+    finally:
         with app.sessions() as s:
-            if s.get(TherapistRow, tid) is None:
-                raise OperationError(f"unknown therapist {tid!r}")
-            got = queue.acquire(s, tid, owner, app.clock(), lease)
-        if not got:
-            result = ResyncResult(tid, None, busy=True)
-        else:
-            started = app.clock()
-            try:
-                with _lease_kept(app, tid, owner, lease), logs.pass_context(tid):
-                    report = engine.run_pass(tid, full=full, dry_run=dry_run)
-            finally:
-                with app.sessions() as s:
-                    queue.release(
-                        s,
-                        tid,
-                        owner,
-                        started=started,
-                        next_at=started + timedelta(seconds=app.config.sync.interval),
-                        failed=False,
-                    )
-            result = ResyncResult(tid, report)
-        results.append(result)
-        if progress:
-            progress(result)
+            queue.release(
+                s,
+                tid,
+                owner,
+                started=started,
+                next_at=started + timedelta(seconds=app.config.sync.interval),
+                failed=False,
+            )
+    return ResyncResult(tid, report, held_by=holder, took_over=dead)
 
 
 @contextlib.contextmanager

@@ -126,6 +126,7 @@ class OutboxEntry:
     next_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
+    therapist_id: str | None = None  # whom it is about, when it is about one therapist
 
     @property
     def state(self) -> str:
@@ -170,9 +171,15 @@ def list_recent(s: Session, limit: int = 50) -> list[OutboxEntry]:
             r.next_attempt_at,
             r.last_status,
             r.last_error,
+            _therapist_of(r.payload),
         )
         for r in rows
     ]
+
+
+def _therapist_of(payload: dict[str, Any]) -> str | None:
+    value = payload.get("therapist_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
 
 
 # -- delivery --------------------------------------------------------------------------------------

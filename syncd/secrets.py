@@ -19,16 +19,33 @@ class SecretError(Exception):
     pass
 
 
-def load_or_create_key(key_file: Path) -> bytes:
-    """The key from $SYNCD_SECRET_KEY, a systemd credential, or ``key_file`` (created if absent)."""
+def key_sources(key_file: Path) -> str:
+    """Where the key is looked for, in order, for messages that must say so."""
+    return f"${KEY_ENV}, $CREDENTIALS_DIRECTORY/{CREDENTIAL_NAME}, {key_file}"
+
+
+def load_key(key_file: Path) -> bytes | None:
+    """The key from $SYNCD_SECRET_KEY, a systemd credential, or ``key_file``; None if absent."""
     if env := os.environ.get(KEY_ENV):
         return env.strip().encode()
     if creds := os.environ.get("CREDENTIALS_DIRECTORY"):
         cred = Path(creds) / CREDENTIAL_NAME
         if cred.exists():
             return cred.read_bytes().strip()
-    if key_file.exists():
+    try:
         return key_file.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecretError(f"cannot read the secret key {key_file}: {exc.strerror}") from None
+
+
+def load_or_create_key(key_file: Path) -> bytes:
+    """:func:`load_key`, generating ``key_file`` when there is no key anywhere (the daemon and
+    the demo only: a command run without the service's credentials must not invent a key that
+    differs from the service's)."""
+    if (key := load_key(key_file)) is not None:
+        return key
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -40,6 +57,16 @@ def load_or_create_key(key_file: Path) -> bytes:
         key_file,
     )
     return key
+
+
+def require_key(key_file: Path) -> bytes:
+    """The existing key, or a one-line SecretError saying where it was looked for."""
+    if (key := load_key(key_file)) is not None:
+        return key
+    raise SecretError(
+        f"no secret key (looked at {key_sources(key_file)}): run this command with the "
+        "service's credentials (docs/operations.md), or start `syncd run` once to generate one"
+    )
 
 
 class SecretBox:

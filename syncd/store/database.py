@@ -32,11 +32,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url``; ``create=False`` never makes a folder for a SQLite file (read-only
+    commands must not leave anything behind where they looked)."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = make_url(url).database
-        if path and path != ":memory:":
+        if create and path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -59,3 +61,84 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
+
+
+def revisions(engine: Engine) -> tuple[set[str], set[str]]:
+    """(the database's current migration revisions, the revisions this code expects)."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current, heads
+
+
+def where(url: str) -> str:
+    """The database for messages: a SQLite file's path, or PostgreSQL's host:port/name (never a
+    password)."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.database or ":memory:")
+    host = parsed.host or "the local socket"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{host}{port}/{parsed.database or ''}"
+
+
+class MissingDatabase(Exception):
+    """A read-only command found no syncd database; the message says where and what to do."""
+
+
+def check_existing(engine: Engine, source: str) -> None:
+    """Refuse to read a database that is not there or not at this code's schema, with one line
+    naming where it looked (``source`` says which configuration chose it) and what to do."""
+    here = where(engine.url.render_as_string(hide_password=False))
+    if engine.url.get_backend_name() == "sqlite":
+        path = engine.url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            raise MissingDatabase(
+                f"no syncd database at {here} ({source}): give the service's configuration "
+                "with --config (or run as its user), or create one with `syncd db upgrade`"
+            )
+    current, heads = revisions(engine)
+    if not current:
+        raise MissingDatabase(
+            f"the database at {here} ({source}) has no syncd tables: "
+            "run `syncd db upgrade` to create them"
+        )
+    if current != heads:
+        raise MissingDatabase(
+            f"the database at {here} is at schema {', '.join(sorted(current))}, this syncd needs "
+            f"{', '.join(sorted(heads))}: run `syncd db upgrade` (the service does it on start)"
+        )
+
+
+def describe_error(exc: BaseException, url: str) -> str | None:
+    """One plain line for a database error (SQLAlchemy wrapping psycopg or sqlite3), or None
+    when ``exc`` is not one. This is the one place those libraries' messages are translated."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    if not isinstance(exc, SQLAlchemyError):
+        return None
+    here = where(url)
+    original = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = str(original).strip()
+    first = text.splitlines()[0] if text else type(original).__name__
+    low = text.lower()
+    if "connection refused" in low:
+        return f"could not reach the database at {here}: connection refused"
+    if "timeout expired" in low or "timed out" in low:
+        return f"could not reach the database at {here}: timed out"
+    if "could not translate host name" in low or "name or service not known" in low:
+        return f"could not reach the database at {here}: the host name does not resolve"
+    if "password authentication failed" in low or "no password supplied" in low:
+        return f"the database at {here} refused the login: {first.split('failed: ')[-1]}"
+    if "does not exist" in low and "database" in low:
+        return f"the database server answered: {first.split('failed: ')[-1]} ({here})"
+    if "unable to open database file" in low:
+        return f"cannot open the SQLite database {here} (missing folder or no permission)"
+    if "readonly database" in low:
+        return f"cannot write the SQLite database {here}: run as the user that owns it"
+    if "database is locked" in low:
+        return f"the SQLite database {here} stayed locked by another process; try again"
+    return f"database error ({here}): {' '.join(first.split())}"
