@@ -38,10 +38,12 @@ def check_config(ctx: click.Context) -> None:
     cfg = st.config()
     out = console()
     out.print_json(cfg.model_dump_json())
-    out.print(st.source(), highlight=False, markup=False)
+    out.print(st.source(), highlight=False, markup=False, soft_wrap=True)
     ok, line = _database_line(cfg.database_url)
-    out.print(f"database: {line}", highlight=False, markup=False)
-    out.print(f"secret key: {_key_line(cfg.key_file)}", highlight=False, markup=False)
+    out.print(f"database: {line}", highlight=False, markup=False, soft_wrap=True)
+    out.print(
+        f"secret key: {_key_line(cfg.key_file)}", highlight=False, markup=False, soft_wrap=True
+    )
     if not ok:
         raise CliError(f"the configuration is valid but its database does not answer: {line}")
     out.print("configuration is valid")

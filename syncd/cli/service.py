@@ -50,8 +50,14 @@ def run(ctx: click.Context) -> None:
     default=3.0,
     help="Minutes until the sample pending offer expires and its holds are released.",
 )
-def demo(state_dir: Path | None, step_delay: float, hold_minutes: float) -> None:
+@click.pass_context
+def demo(
+    ctx: click.Context, state_dir: Path | None, step_delay: float, hold_minutes: float
+) -> None:
     """Start syncd with an embedded Radicale and sample data; subscribe and watch."""
     from syncd.demo import run_demo
+    from syncd.logs import setup_logging
 
+    # The demo writes its own configuration; --config and /etc/syncd are not read.
+    setup_logging("DEBUG" if state(ctx).debug else "INFO")
     run_demo(state_dir, console(), step_delay=step_delay, hold_minutes=hold_minutes)

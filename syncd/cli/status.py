@@ -64,9 +64,17 @@ class _Lines:
             max([len(name), *(Text.from_markup(r[i]).cell_len for r in self.rows)])
             for i, (name, _) in enumerate(self.columns)
         ]
-        fixed = sum(w for i, w in enumerate(natural) if i != self.flex)
         gaps = len(self.columns) - 1
-        natural[self.flex] = max(8, min(natural[self.flex], width - fixed - gaps))
+        others = [i for i in range(len(self.columns)) if i != self.flex]
+        least = max(8, len(self.columns[self.flex][0]))
+        # Too wide even with the free-text column at its least: narrow the widest of the others.
+        while sum(natural[i] for i in others) + gaps + least > width:
+            widest = max(others, key=lambda i: natural[i])
+            if natural[widest] <= max(4, len(self.columns[widest][0])):
+                break
+            natural[widest] -= 1
+        fixed = sum(natural[i] for i in others)
+        natural[self.flex] = max(least, min(natural[self.flex], width - fixed - gaps))
         table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
         for i, (name, justify) in enumerate(self.columns):
             table.add_column(
@@ -275,8 +283,9 @@ def _print_replicas(found: list[ReplicaInfo], now: datetime) -> None:
 
 @click.command("outbox")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, with event ids.")
 @click.pass_context
-def outbox(ctx: click.Context, limit: int) -> None:
+def outbox(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Recent notifications to the platform, whom they are about, and their delivery state."""
     from rich.markup import escape
 
@@ -286,6 +295,14 @@ def outbox(ctx: click.Context, limit: int) -> None:
     now = app.clock()
     with app.sessions() as s:
         entries = outbox_mod.list_recent(s, limit)
+    if as_json:
+        doc = [
+            {**asdict(e), "state": e.state}
+            | {k: v.isoformat() for k, v in asdict(e).items() if isinstance(v, datetime)}
+            for e in entries
+        ]
+        click.echo(json.dumps(doc, indent=2))
+        return
     out = console()
     if not entries:
         out.print("no notifications yet")
@@ -295,7 +312,7 @@ def outbox(ctx: click.Context, limit: int) -> None:
         ("type", "<"),
         ("therapist", "<"),
         ("state", "<"),
-        ("id / last error", "<"),
+        ("last error", "<"),
         flex=4,
     )
     colours = {"delivered": "green", "pending": "yellow", "failing": "red"}
@@ -305,16 +322,15 @@ def outbox(ctx: click.Context, limit: int) -> None:
         elif e.state == "failing":
             due = e.next_attempt_at
             retry = ago(due, now) if due is not None and due > now else "now"
-            what = f"failing ({e.attempts} tries), retry {retry}"
+            what = f"failing ({e.attempts}), next {retry}"
         else:
             what = "pending"
-        detail = e.event_id if e.state == "delivered" else (e.last_error or e.event_id)
         table.add_row(
             ago(e.created_at, now),
             e.topic,
             escape(e.therapist_id or "-"),
             f"[{colours[e.state]}]{what}[/]",
-            escape(detail),
+            escape(e.last_error or "") if e.state != "delivered" else "",
         )
     out.print(table.render(out.width))
     if not app.config.platform.webhook_url:
