@@ -312,7 +312,7 @@ def outbox(ctx: click.Context, limit: int, as_json: bool) -> None:
         ("type", "<"),
         ("therapist", "<"),
         ("state", "<"),
-        ("last error", "<"),
+        ("last error, else id", "<"),
         flex=4,
     )
     colours = {"delivered": "green", "pending": "yellow", "failing": "red"}
@@ -330,7 +330,7 @@ def outbox(ctx: click.Context, limit: int, as_json: bool) -> None:
             e.topic,
             escape(e.therapist_id or "-"),
             f"[{colours[e.state]}]{what}[/]",
-            escape(e.last_error or "") if e.state != "delivered" else "",
+            escape(e.last_error if e.last_error and e.state != "delivered" else e.event_id),
         )
     out.print(table.render(out.width))
     if not app.config.platform.webhook_url:
