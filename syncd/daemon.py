@@ -17,6 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import expiry, google_link, logs
@@ -41,6 +47,40 @@ log = logging.getLogger(__name__)
 
 # A replica killed without shutting down keeps its registry row (shown as not alive) this long.
 REPLICA_FORGET_AFTER = timedelta(hours=1)
+
+
+class _JobsInFlight:
+    """Counts scheduler jobs between submission and completion. APScheduler's asyncio executor
+    stops by cancelling the jobs still in flight and logs each as an error with a traceback
+    ending in CancelledError; a stop instead pauses the scheduler and lets them end (they are
+    short: a wake-up, a heartbeat, a sweep), and only cancels what is left after a bound."""
+
+    SETTLE_TIMEOUT = 10.0
+
+    def __init__(self, scheduler: AsyncIOScheduler) -> None:
+        self.running = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        scheduler.add_listener(
+            self._event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+        )
+
+    def _event(self, event: JobEvent) -> None:  # on the event loop's thread
+        if event.code == EVENT_JOB_SUBMITTED:
+            self.running += 1
+            self.idle.clear()
+        else:
+            self.running = max(0, self.running - 1)
+            if not self.running:
+                self.idle.set()
+
+    async def settle(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.pause()
+        try:
+            await asyncio.wait_for(self.idle.wait(), self.SETTLE_TIMEOUT)
+        except TimeoutError:
+            log.warning("%d scheduler jobs still running at shutdown; cancelling", self.running)
+        scheduler.shutdown(wait=False)
 
 
 class Daemon:
@@ -160,6 +200,7 @@ class Daemon:
             self.listener = wakeups.Listener(self.app.db.url, notified)
             self.listener.start()
         self._scheduler = scheduler
+        jobs = _JobsInFlight(scheduler)
         scheduler.start()
         log.info(
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
@@ -175,7 +216,10 @@ class Daemon:
                     break
                 await self._dispatch()
         finally:
-            scheduler.shutdown(wait=False)
+            await jobs.settle(scheduler)
+            if self._sweeping is not None and not self._sweeping.done():
+                # A sweep requested by NOTIFY: it ends at its next check of stopping.
+                await asyncio.wait([self._sweeping], timeout=_JobsInFlight.SETTLE_TIMEOUT)
             if self.listener is not None:
                 await loop.run_in_executor(None, self.listener.stop)
             if self.web is not None:

@@ -104,7 +104,7 @@ def resync(
                 out.print(f"{tid}: not synced: a pass is {why} ({result.held_by})", markup=False)
                 return
             if result.took_over:
-                out.print(f"{tid}: took over from {result.held_by} (process gone)", markup=False)
+                out.print(f"{tid}: took over from {result.held_by} (it had stopped)", markup=False)
             report = result.report
             assert report is not None
             if not report.connections:
