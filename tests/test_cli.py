@@ -63,7 +63,8 @@ def test_database_errors_are_plain_and_the_detail_is_behind_debug(tmp_path: Path
     )
     out = run_syncd(cfg, "status")
     line = one_error_line(out.stderr)
-    assert line == f"error: could not reach the database at 127.0.0.1:{port}/syncd: connection refused"
+    where = f"127.0.0.1:{port}/syncd"
+    assert line == f"error: could not reach the database at {where}: connection refused"
     debug = run_syncd(cfg, "--debug", "status")
     assert "Traceback" in debug.stderr and "psycopg" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1] == line
