@@ -141,12 +141,17 @@ class Daemon:
         """Look for due work now (called after an in-process change)."""
         self._wake.set()
 
+    async def _poll(self) -> None:
+        # A coroutine, so APScheduler runs it on the loop: setting an asyncio.Event from its
+        # thread pool would not be thread-safe, and a busy pool delayed it into "skipped" warnings.
+        self.wake()
+
     async def serve(self) -> None:
         cfg = self.app.config.daemon
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
-            self.wake,
+            self._poll,
             "interval",
             seconds=cfg.poll_interval,
             id="poll",

@@ -174,7 +174,7 @@ def test_repeated_sigterm_stops_are_clean(tmp_path: Path, radicale_server: CalDA
             assert run_syncd(path, "ingest", "-", stdin=jsonl([event])).returncode == 0
             # Stop at a different moment each time: at once, during a pass, when idle.
             if attempt % 3:
-                wait_for(lambda f=log: "HTTP service listening" in f.read_text(), 60, "start")
+                wait_for(lambda lg=log: "HTTP service listening" in lg.read_text(), 60, "start")
             if attempt % 3 == 2:
                 wait_for(
                     lambda a=attempt: f"s-{a}" in str(list(read_calendar(radicale_server, cal))),
