@@ -11,6 +11,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as DbEngine
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from syncd.store.tables import ConnectionRow
 
 GOOGLE_SECRET_ENV = "SYNCD_GOOGLE_CLIENT_SECRET"  # noqa: S105 - a variable name
+GOOGLE_CREDENTIAL = "syncd-google-client-secret"  # the systemd credential's name
 
 
 class UnknownProvider(Exception):
@@ -58,6 +60,7 @@ class App:
     ) -> App:
         """Open (creating when ``migrate``) the database. With ``create_key`` the secret key is
         loaded now and generated if there is none; without, it is read when first needed."""
+        database.check_owner(config.database_url)
         if migrate:
             config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
         db = database.make_engine(config.database_url, create=migrate)
@@ -135,9 +138,14 @@ class App:
             return env
         if self.config.google.client_secret_file is not None:
             return read_secret_file(self.config.google.client_secret_file)
+        # A command run with the service's credentials (systemd-run, systemd/syncd-admin).
+        if creds := os.environ.get("CREDENTIALS_DIRECTORY"):
+            cred = Path(creds) / GOOGLE_CREDENTIAL
+            if cred.exists():
+                return read_secret_file(cred)
         raise SecretError(
             f"no Google OAuth client secret: set ${GOOGLE_SECRET_ENV} or "
-            "[google] client_secret_file"
+            f"[google] client_secret_file, or provide the credential {GOOGLE_CREDENTIAL}"
         )
 
     def engine(self) -> Engine:

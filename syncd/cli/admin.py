@@ -21,6 +21,7 @@ def upgrade(ctx: click.Context) -> None:
     from syncd.store import database
 
     cfg = state(ctx).config()
+    database.check_owner(cfg.database_url)
     engine = database.make_engine(cfg.database_url)
     try:
         database.upgrade(engine)
@@ -55,6 +56,10 @@ def _database_line(url: str) -> tuple[bool, str]:
     from syncd.store import database
 
     where = database.where(url)
+    try:
+        database.check_owner(url)
+    except database.WrongUser as exc:
+        return False, str(exc)
     engine = database.make_engine(url, create=False)
     try:
         if engine.url.get_backend_name() == "sqlite":

@@ -12,7 +12,7 @@ _OURS = {
     "syncd.config": ("ConfigError",),
     "syncd.operations": ("OperationError",),
     "syncd.secrets": ("SecretError",),
-    "syncd.store.database": ("MissingDatabase",),
+    "syncd.store.database": ("MissingDatabase", "WrongUser"),
     "syncd.feeds": ("FeedExists",),
     "syncd.auth": ("TokenError",),
     "syncd.app": ("UnknownProvider",),

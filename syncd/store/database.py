@@ -85,6 +85,37 @@ def where(url: str) -> str:
     return f"{host}{port}/{parsed.database or ''}"
 
 
+class WrongUser(Exception):
+    """Root about to open a SQLite database that belongs to another user (the service's)."""
+
+
+def check_owner(url: str) -> None:
+    """Refuse to let root open a SQLite database owned by someone else: SQLite would create its
+    -wal/-shm files (and a new database's folder) owned by root, and the service, running as
+    its own user, could then no longer write to it. Run the command as that user instead."""
+    import os
+
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or os.geteuid() != 0:
+        return
+    path = Path(parsed.database)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    owner = existing.stat().st_uid
+    if owner != 0:
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise WrongUser(
+            f"{existing} belongs to user {name}: run this as that user (sudo -u {name} syncd …), "
+            "so the database stays writable by the service"
+        )
+
+
 class MissingDatabase(Exception):
     """A read-only command found no syncd database; the message says where and what to do."""
 
