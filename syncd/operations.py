@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from connectors.base import BusyReader, CalendarInfo
 from connectors.errors import ConnectorError, NotFound
@@ -22,15 +22,11 @@ from syncd import domain as d
 from syncd.app import App
 from syncd.engine import Engine, PassReport
 from syncd.replica import replica_id
+from syncd.status import StatusRow, conflicts, replica_overview, status
 from syncd.store import queue, replicas, repo
-from syncd.store.tables import (
-    ConflictRow,
-    ConnectionRow,
-    DriftRow,
-    MirrorRow,
-    SyncQueueRow,
-    TherapistRow,
-)
+from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, TherapistRow
+
+__all__ = ["StatusRow", "conflicts", "replica_overview", "status"]  # re-exported, see syncd.status
 
 log = logging.getLogger(__name__)
 
@@ -269,100 +265,6 @@ def all_therapist_ids(app: App) -> list[str]:
         return repo.therapist_ids(s)
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    therapist_id: str
-    connection_id: int | None
-    provider: str | None
-    state: str
-    entries: int
-    last_success_at: datetime | None
-    due_at: datetime | None
-    failures: int
-    drift: int
-    last_error: str | None
-    busy_as_of: datetime | None = None
-    busy_state: str = "-"  # fresh | stale | flagged | -
-    held_by: str | None = None  # the replica (or CLI resync) running its pass now, if any
-
-
-def _busy_state(c: ConnectionRow, now: datetime, stale_after: float) -> str:
-    if c.busy_flagged_at is not None:
-        return "flagged"
-    if c.busy_fetched_at is None:
-        return "-"
-    if c.busy_error or (now - c.busy_fetched_at).total_seconds() > stale_after:
-        return "stale"
-    return "fresh"
-
-
-def status(app: App) -> list[StatusRow]:
-    rows: list[StatusRow] = []
-    with app.sessions() as s:
-        therapists = s.scalars(select(TherapistRow).order_by(TherapistRow.id)).all()
-        now = app.clock()
-        queue_rows = {q.therapist_id: q for q in s.scalars(select(SyncQueueRow)).all()}
-        due = {tid: q.due_at for tid, q in queue_rows.items()}
-        held = {
-            tid: q.lease_owner
-            for tid, q in queue_rows.items()
-            if q.lease_owner and q.lease_until is not None and q.lease_until > now
-        }
-        counts = dict(
-            s.execute(
-                select(MirrorRow.connection_id, func.count()).group_by(MirrorRow.connection_id)
-            ).all()
-        )
-        drifts = dict(
-            s.execute(
-                select(DriftRow.connection_id, func.count()).group_by(DriftRow.connection_id)
-            ).all()
-        )
-        for t in therapists:
-            conns = repo.connections(s, t.id)
-            if not conns:
-                rows.append(
-                    StatusRow(
-                        t.id,
-                        None,
-                        None,
-                        "not connected",
-                        0,
-                        None,
-                        due.get(t.id),
-                        0,
-                        0,
-                        None,
-                        held_by=held.get(t.id),
-                    )
-                )
-            for c in conns:
-                rows.append(
-                    StatusRow(
-                        t.id,
-                        c.id,
-                        c.provider,
-                        c.state,
-                        counts.get(c.id, 0),
-                        c.last_success_at,
-                        due.get(t.id),
-                        c.failures,
-                        drifts.get(c.id, 0),
-                        c.last_error,
-                        c.busy_fetched_at,
-                        _busy_state(c, now, app.config.availability.stale_after),
-                        held.get(t.id),
-                    )
-                )
-    return rows
-
-
-def replica_overview(app: App) -> list[replicas.ReplicaInfo]:
-    """The daemon processes registered on this database and the leases each holds."""
-    with app.sessions() as s:
-        return replicas.overview(s, app.clock(), timedelta(seconds=app.config.daemon.lease_seconds))
-
-
 def disconnect(
     app: App, therapist_id: str, connection_id: int, *, keep_events: bool = False
 ) -> int:
@@ -470,18 +372,6 @@ def availability_for(
             Freshness(f"connection {c.id} ({c.provider})", c.busy_fetched_at, stale, c.busy_error)
         )
     return AvailabilityView(therapist_id, state.therapist.timezone, start, end, slots, sources)
-
-
-def conflicts(
-    app: App, *, therapist_id: str | None = None, include_resolved: bool = False
-) -> list[ConflictRow]:
-    with app.sessions() as s:
-        query = select(ConflictRow).order_by(ConflictRow.start_at)
-        if therapist_id is not None:
-            query = query.where(ConflictRow.therapist_id == therapist_id)
-        if not include_resolved:
-            query = query.where(ConflictRow.resolved_at.is_(None))
-        return list(s.scalars(query).all())
 
 
 @dataclass(frozen=True, slots=True)

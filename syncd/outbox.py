@@ -24,9 +24,8 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import httpx
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +33,9 @@ from syncd.clock import Clock, utc_now
 from syncd.config import PlatformConfig
 from syncd.secrets import SecretError
 from syncd.store.tables import OutboxRow
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +219,11 @@ class Deliverer:
         self._secret = secret
         self._clock = clock
         self._own_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=config.timeout)
+        if client is None:
+            import httpx  # only the daemon delivers; listing the outbox needs no HTTP client
+
+            client = httpx.Client(timeout=config.timeout)
+        self._client = client
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         # The lease outlives a few requests; a row is only sent while at least one request
         # timeout (plus a margin) of it is left, and the rest of a batch is released, so a

@@ -7,8 +7,6 @@ import logging
 import os
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
 log = logging.getLogger(__name__)
 
 KEY_ENV = "SYNCD_SECRET_KEY"
@@ -47,6 +45,8 @@ def load_or_create_key(key_file: Path) -> bytes:
     if (key := load_key(key_file)) is not None:
         return key
     key_file.parent.mkdir(parents=True, exist_ok=True)
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key()
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -72,6 +72,8 @@ def require_key(key_file: Path) -> bytes:
 class SecretBox:
     def __init__(self, key: bytes) -> None:
         try:
+            from cryptography.fernet import Fernet  # loaded by the commands that use secrets
+
             self._fernet = Fernet(key)
         except ValueError as exc:
             raise SecretError("the secret key is not a valid Fernet key") from exc
@@ -80,6 +82,8 @@ class SecretBox:
         return self._fernet.encrypt(plain.encode())
 
     def open(self, sealed: bytes) -> str:
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(sealed).decode()
         except InvalidToken as exc:

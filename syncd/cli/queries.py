@@ -87,10 +87,10 @@ def conflicts(ctx: click.Context, therapist: str | None, include_resolved: bool)
     from rich.markup import escape
     from rich.table import Table
 
-    from syncd import operations
+    from syncd.status import conflicts as find
 
     app = state(ctx).app()
-    rows = operations.conflicts(app, therapist_id=therapist, include_resolved=include_resolved)
+    rows = find(app, therapist_id=therapist, include_resolved=include_resolved)
     out = console()
     if not rows:
         out.print("no open conflicts" if not include_resolved else "no conflicts")

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from syncd.app import App
-    from syncd.operations import StatusRow
     from syncd.outbox import OutboxSummary
+    from syncd.status import StatusRow
     from syncd.store.replicas import ReplicaInfo
 
 _BAD_STATES = {"error", "auth_failed", "needs_reauth"}
@@ -136,10 +136,11 @@ def _replica_json(r: ReplicaInfo) -> dict[str, Any]:
 def status(ctx: click.Context, therapists: tuple[str, ...], problems: bool, as_json: bool) -> None:
     """One line per therapist's connection (all, or THERAPISTS), then the outbox and the
     replicas. --problems lists only what needs attention, with the error."""
-    from syncd import operations, outbox
+    from syncd import outbox
+    from syncd import status as queries
 
     app = state(ctx).app()
-    rows = operations.status(app)
+    rows = queries.status(app)
     now = app.clock()
     if therapists:
         known = {r.therapist_id for r in rows}
@@ -147,7 +148,7 @@ def status(ctx: click.Context, therapists: tuple[str, ...], problems: bool, as_j
             raise CliError(f"unknown therapist {missing[0]!r}")
         rows = [r for r in rows if r.therapist_id in therapists]
     shown = [r for r in rows if problem(r)] if problems else rows
-    found = operations.replica_overview(app)
+    found = queries.replica_overview(app)
     with app.sessions() as s:
         pending = outbox.pending_summary(s)
     if as_json:

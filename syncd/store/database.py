@@ -3,14 +3,16 @@ command can share the file; PostgreSQL uses psycopg 3."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -53,6 +55,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -60,18 +64,35 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command  # Alembic is only loaded to migrate
+
     command.upgrade(alembic_config(engine), revision)
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*(.+)$", re.M)
+
+
+def schema_heads() -> set[str]:
+    """The migration revisions this code expects, read from the migration files without
+    loading Alembic (a read-only command checks them on every run; a test keeps this equal to
+    Alembic's own answer)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for key, value in _REVISION.findall(path.read_text()):
+            found = set(re.findall(r"[\"']([^\"']+)[\"']", value))
+            (revisions if key == "revision" else parents).update(found)
+    return revisions - parents
 
 
 def revisions(engine: Engine) -> tuple[set[str], set[str]]:
     """(the database's current migration revisions, the revisions this code expects)."""
-    from alembic.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-
-    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
     with engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    return current, heads
+        if not inspect(conn).has_table("alembic_version"):
+            return set(), schema_heads()
+        found = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
+        current = {str(v) for v in found}
+    return current, schema_heads()
 
 
 def where(url: str) -> str:

@@ -42,6 +42,7 @@ from syncd.app import App
 from syncd.engine import PassReport
 from syncd.plan import Action
 from syncd.secrets import load_or_create_key
+from syncd.status import busy_state
 from syncd.store import replicas, repo
 from syncd.store.tables import (
     ApiTokenRow,
@@ -346,7 +347,7 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                         c.last_error,
                         c.failures,
                         int(entries.get(c.id, 0)),
-                        operations._busy_state(c, now, stale_after),
+                        busy_state(c, now, stale_after),
                         c.busy_fetched_at,
                     )
                 )
