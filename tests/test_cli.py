@@ -253,3 +253,23 @@ def test_connect_google_prints_an_authorization_link(tmp_path: Path) -> None:
     assert "redirect_uri=https%3A%2F%2Fsyncd.example.org%2Foauth%2Fgoogle%2Fcallback" in link
     out2 = run_syncd(cfg, "disconnect", "t-1", "99")
     assert out2.returncode != 0 and "has no connection 99" in out2.stderr
+
+
+def test_a_database_behind_the_code_is_named_and_not_migrated_by_a_reader(tmp_path: Path) -> None:
+    from syncd.store import database
+
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path / "syncd.toml", make_config(state))
+    engine = database.make_engine(f"sqlite:///{state / 'syncd.db'}")
+    try:
+        [head] = database.schema_heads()
+        older = f"{int(head) - 1:04d}"
+        database.upgrade(engine, older)
+    finally:
+        engine.dispose()
+    code, _out, err = cli(cfg, "status")
+    assert code == 1
+    line = one_error_line(err)
+    assert f"is at schema {older}, this syncd needs {head}: run `syncd db upgrade`" in line
+    assert cli(cfg, "db", "upgrade")[0] == 0
+    assert cli(cfg, "status")[0] == 0

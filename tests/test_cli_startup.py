@@ -135,3 +135,14 @@ def test_a_command_uses_the_services_credential_and_never_generates_a_key(
     finally:
         app.close()
     assert SecretBox(key).open(sealed) == radicale_server.password
+
+
+def test_schema_heads_read_without_alembic_are_alembics() -> None:
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    from syncd.store import database
+
+    engine = create_engine("sqlite://")
+    heads = ScriptDirectory.from_config(database.alembic_config(engine)).get_heads()
+    assert database.schema_heads() == set(heads) and len(heads) == 1
