@@ -273,3 +273,15 @@ def test_a_database_behind_the_code_is_named_and_not_migrated_by_a_reader(tmp_pa
     assert f"is at schema {older}, this syncd needs {head}: run `syncd db upgrade`" in line
     assert cli(cfg, "db", "upgrade")[0] == 0
     assert cli(cfg, "status")[0] == 0
+
+
+def test_a_command_line_that_does_not_parse_is_one_line_too(tmp_path: Path) -> None:
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text("")
+    for args, line in [
+        (["resync", "--bogus"], "error: No such option '--bogus' (see main resync --help)"),
+        (["token", "create"], "error: Missing argument 'NAME' (see main token create --help)"),
+        (["stauts"], "error: No such command 'stauts' (see main --help)"),
+    ]:
+        code, _out, err = cli(cfg, *args)
+        assert code == 2 and one_error_line(err) == line, (args, err)

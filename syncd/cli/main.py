@@ -46,6 +46,21 @@ def load_command(name: str) -> click.Command:
     return command
 
 
+# click >= 8.2 shows a group's help through this usage error when it is given no arguments.
+_NO_ARGS: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class UsageLine(CliError):
+    """A command line that does not parse, in one line (click's own is four)."""
+
+    exit_code = 2
+
+    @classmethod
+    def of(cls, exc: click.UsageError) -> UsageLine:
+        where = exc.ctx.command_path if exc.ctx is not None else "syncd"
+        return cls(f"{exc.format_message().rstrip('.')} (see {where} --help)")
+
+
 class Group(click.Group):
     """Loads commands from ``COMMANDS`` on demand; every failure becomes one line."""
 
@@ -55,9 +70,21 @@ class Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return load_command(cmd_name) if cmd_name in COMMANDS else None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _NO_ARGS:
+            raise  # `syncd` alone: the help, as usual
+        except click.UsageError as exc:
+            raise UsageLine.of(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except _NO_ARGS:
+            raise
+        except click.UsageError as exc:
+            raise UsageLine.of(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
