@@ -167,3 +167,49 @@ def test_replicas_whose_process_is_gone_are_not_alive(tmp_path: Path) -> None:
     out = run80(path, "status")
     assert "process gone" in out.stdout and "no heartbeat" in out.stdout
     assert all(len(line) <= 80 for line in out.stdout.splitlines()), out.stdout
+
+
+class _NoDaemon:
+    scheduler_running = True
+    stopping = False
+
+
+def test_dashboard_and_api_show_a_replica_whose_process_is_gone(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from syncd import auth
+    from syncd.web import admin_api, dashboard
+    from syncd.web.app import build_app
+
+    app = App.open(make_config(tmp_path / "state"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = replica_id().split(":")[0]
+    now = app.clock()
+    try:
+        with app.sessions() as s:
+            s.add(
+                ReplicaRow(
+                    id=f"{host}:{gone.pid}:dddddd",
+                    host=host,
+                    pid=gone.pid,
+                    version="0.1.0",
+                    started_at=now,
+                    seen_at=now,
+                )
+            )
+            s.commit()
+        with app.sessions.begin() as s:
+            token = auth.create(s, "ops", auth.Scope.ADMIN, now)
+        daemon = _NoDaemon()
+        routes = dashboard._routes(app, daemon) + admin_api._routes(app, daemon)  # type: ignore[arg-type]
+        web = build_app(app, daemon, routes)  # type: ignore[arg-type]
+        with TestClient(web) as tc:
+            api = tc.get("/v1/admin/replicas", headers={"Authorization": f"Bearer {token}"})
+            [replica] = api.json()["replicas"]
+            assert (replica["state"], replica["alive"]) == ("gone", False)
+            tc.post("/admin/login", data={"token": token}, follow_redirects=False)
+            page = tc.get("/admin").text
+            assert "Process gone" in page and ">Alive<" not in page
+    finally:
+        app.close()
