@@ -31,7 +31,7 @@ from syncd.engine import PassReport
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.replica import heartbeat_interval, replica_id
+from syncd.replica import dead_local_owner, heartbeat_interval, replica_id
 from syncd.store import queue, replicas, wakeups
 from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
 from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
@@ -350,14 +350,10 @@ class Daemon:
             log.warning("could not remove this replica's registry row: %s", type(exc).__name__)
 
     def _reclaim(self) -> None:
-        now = self.app.clock()
-        lease_seconds = self.app.config.daemon.lease_seconds
+        # Only processes of this host known to be gone: another replica's silence may be a
+        # start-up or a stalled event loop while its passes still run (their leases expire).
         with self.app.sessions() as s:
-
-            def dead(owner: str) -> bool:
-                return owner != self.owner and replicas.holder_dead(s, owner, now, lease_seconds)
-
-            freed = queue.reclaim(s, dead, now)
+            freed = queue.reclaim(s, dead_local_owner, self.app.clock())
         if freed:
             log.info("took over %d therapists from a stopped process", len(freed))
 

@@ -131,7 +131,7 @@ def test_a_replica_with_a_stale_heartbeat_loses_its_lease_to_a_resync(tmp_path: 
         with app.sessions() as s:
             row = s.get(ReplicaRow, other)
             assert row is not None
-            row.seen_at = now - timedelta(seconds=25)  # two heartbeats (10 s each) missed
+            row.seen_at = now - timedelta(seconds=31)  # none for a whole lease (30 s)
             s.commit()
             assert replicas.holder_dead(s, other, app.clock(), 30)
         out = run_syncd(path, "resync", "t-1", "--no-wait")
@@ -172,9 +172,11 @@ def test_repeated_sigterm_stops_are_clean(tmp_path: Path, radicale_server: CalDA
             day += 1
             event = f.session(f"s-{attempt}", f.future(days=day))
             assert run_syncd(path, "ingest", "-", stdin=jsonl([event])).returncode == 0
-            # Stop at a different moment each time: at once, during a pass, when idle.
+            # Stop at a different moment each time: as soon as it runs (its signal handlers are
+            # set: before that SIGTERM's default action applies), when idle, during a pass.
+            wait_for(lambda lg=log: "syncd running as" in lg.read_text(), 60, "start")
             if attempt % 3:
-                wait_for(lambda lg=log: "HTTP service listening" in lg.read_text(), 60, "start")
+                wait_for(lambda lg=log: "HTTP service listening" in lg.read_text(), 60, "web")
             if attempt % 3 == 2:
                 wait_for(
                     lambda a=attempt: f"s-{a}" in str(list(read_calendar(radicale_server, cal))),

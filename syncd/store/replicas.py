@@ -114,12 +114,11 @@ def overview(
 
 def holder_dead(s: Session, holder: str, now: datetime, lease_seconds: float) -> bool:
     """Whether the process holding a lease is known to be gone, so its lease may be taken at
-    once: a process of this host that no longer exists, or a replica whose heartbeat is stale
-    or whose registry row is gone (it unregisters as its very last step). A CLI resync of
-    another host has no heartbeat: its lease simply expires."""
+    once: a process of this host that no longer exists, or a registered replica without a
+    heartbeat for a whole lease period (shown as "no heartbeat" everywhere). Anything else (a
+    CLI resync on another host, a replica that already unregistered while a last pass thread
+    ends) keeps its lease until it expires."""
     if dead_local_owner(holder):
         return True
-    if holder.startswith("resync:"):
-        return False
     row = s.get(ReplicaRow, holder, populate_existing=True)
-    return row is None or heartbeat_stale(row.seen_at, now, lease_seconds)
+    return row is not None and heartbeat_stale(row.seen_at, now, lease_seconds)
