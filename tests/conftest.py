@@ -24,6 +24,9 @@ from tests.caldav_servers import (  # noqa: F401 - fixtures
 from tests.faults import fault_proxy  # noqa: F401 - a fixture
 from tests.google_standin.fixtures import google_standin  # noqa: F401 - a fixture
 
+# Lists tests that took over a minute without a reason written beside them (tests/slow_report.py).
+pytest_plugins = ["tests.slow_report"]
+
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
