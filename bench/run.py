@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip (1..7; x=xandikos, v=vdirsyncer, L=2,000 rows)",
+        help="comma-separated sections to skip (1..8; x=xandikos, v=vdirsyncer, L=2,000 rows)",
     )
     p.add_argument(
         "--large-xandikos",
@@ -597,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         ("5", lambda t: bench_propagation(sizes["prop"], t)),
     ]
     # Imported here: they import this module (run as bench.run, see the end of the file).
+    from bench.cli import bench_cli
     from bench.expiry import bench_expiry
     from bench.replicas import bench_replicas
     from bench.vdirsyncer_ref import bench_vdirsyncer
@@ -616,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     steps.append(("7", lambda t: bench_replicas(t, quick=args.quick)))
+    steps.append(("8", lambda t: bench_cli(t, runs=3 if args.quick else 7)))
     # The 2,000-entry rows last: they take longest, and a run cut short keeps everything else.
     if large:
         steps += [

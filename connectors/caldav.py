@@ -130,6 +130,7 @@ from connectors.errors import (
     PreconditionFailed,
     ProtocolError,
     Transient,
+    unreachable,
 )
 
 __all__ = ["CalDAVConnector", "CalDAVSettings"]
@@ -442,14 +443,21 @@ def _translate(exc: BaseException, op: _Op, what: str) -> ConnectorError:
         | http_lib.exceptions.ConnectionError
         | http_lib.exceptions.ChunkedEncodingError,
     ):
-        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        return Transient(f"{what}: {_plain(exc)}")
     if isinstance(exc, http_lib.exceptions.RequestException):
         # Invalid URL, too many redirects, bad header: configuration, not weather.
         return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, OSError | http.client.HTTPException):
         # Refused, reset, timed out, a reply cut short, below the HTTP library's own types.
-        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        return Transient(f"{what}: {_plain(exc)}")
     return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _plain(exc: BaseException) -> str:
+    """One line an operator can act on ("could not reach host:port: connection refused"),
+    rather than the HTTP library's repr of its connection pool."""
+    text = unreachable(exc) or f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 @contextlib.contextmanager

@@ -81,3 +81,76 @@ class DestinationRefused(ProtocolError):
         super().__init__(message)
         self.host = host
         self.address = address
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (causes, contexts, ``reason``, exception args)."""
+    seen: dict[int, BaseException] = {}
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen or len(seen) > 20:
+            continue
+        seen[id(e)] = e
+        for nested in (e.__cause__, e.__context__, getattr(e, "reason", None), *e.args):
+            if isinstance(nested, BaseException):
+                todo.append(nested)
+    return list(seen.values())
+
+
+def network_reason(exc: BaseException) -> str | None:
+    """Why a connection failed, in plain words ("connection refused", "timed out"…), found
+    anywhere in what ``exc`` wraps; None when it is not a failure to reach a server.
+
+    HTTP libraries wrap the socket error several layers deep (niquests ConnectionError →
+    urllib3 MaxRetryError → NewConnectionError → ConnectionRefusedError); the innermost cause
+    is what an operator can act on."""
+    import socket
+    import ssl
+
+    chain = _chain(exc)
+
+    def find(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    if find(ConnectionRefusedError):
+        return "connection refused"
+    if find(socket.gaierror):
+        return "the host name does not resolve"
+    if find(ConnectionResetError):
+        return "the connection was reset"
+    if (cert := find(ssl.SSLCertVerificationError)) is not None:
+        detail = getattr(cert, "verify_message", "") or "not trusted"
+        return f"its TLS certificate is not accepted ({detail})"
+    if find(ssl.SSLError):
+        return "the TLS handshake failed"
+    if any(isinstance(e, OSError) and e.errno in (101, 113) for e in chain):
+        return "no route to the host"
+    if find(TimeoutError) or any("Timeout" in type(e).__name__ for e in chain):
+        return "timed out"
+    if find(ConnectionError):
+        return "the connection failed"
+    return None
+
+
+def network_host(exc: BaseException) -> str | None:
+    """``host:port`` of the request ``exc`` failed on, when the HTTP library recorded it."""
+    from urllib.parse import urlsplit
+
+    for e in _chain(exc):
+        url = getattr(getattr(e, "request", None), "url", None)
+        if isinstance(url, str) and url:
+            parts = urlsplit(url)
+            if parts.hostname:
+                host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+                return f"{host}:{parts.port}" if parts.port else host
+    return None
+
+
+def unreachable(exc: BaseException, fallback_host: str | None = None) -> str | None:
+    """The line "could not reach HOST: REASON" for a failure to reach a server, else None."""
+    reason = network_reason(exc)
+    if reason is None:
+        return None
+    host = network_host(exc) or fallback_host
+    return f"could not reach {host}: {reason}" if host else f"could not reach the server: {reason}"

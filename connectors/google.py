@@ -84,6 +84,7 @@ from connectors.errors import (
     PreconditionFailed,
     ProtocolError,
     Transient,
+    unreachable,
 )
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,11 @@ class _NotBatched(ProtocolError):
     therapist changed: putting them back takes more than one request)."""
 
 
+def _plain(exc: BaseException) -> str:
+    text = unreachable(exc) or f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
 def translate(exc: BaseException, what: str) -> ConnectorError:
     """The one place Google library, auth and transport errors become connector errors."""
     if isinstance(exc, ConnectorError):
@@ -245,9 +251,9 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(
         exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error | HTTPException
     ):
-        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        return Transient(f"{what}: {_plain(exc)}")
     if isinstance(exc, TimeoutError | socket.timeout | ConnectionError | OSError):
-        return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        return Transient(f"{what}: {_plain(exc)}")
     if isinstance(exc, ValueError | KeyError | TypeError):
         return ProtocolError(f"{what}: unexpected answer: {type(exc).__name__}: {exc}")
     raise exc

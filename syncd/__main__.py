@@ -1,3 +1,3 @@
 from syncd.cli import main
 
-main()
+main(prog_name="syncd")

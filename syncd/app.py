@@ -1,31 +1,40 @@
 """Wiring: one object that holds the configured database, secrets and connectors, shared by the
-daemon, the CLI and the demo."""
+daemon, the CLI and the demo.
+
+The connectors, the engine and the ingestor are imported when first asked for, so a CLI command
+that only reads the database never loads the CalDAV or Google client libraries.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import Connector
-from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.egress import STRICT, EgressPolicy, Resolver
-from connectors.google import GoogleConnector, GoogleSettings
-from syncd import connect_links, log_guard, private_files, retry
+from syncd import log_guard, private_files
 from syncd.clock import Clock, utc_now
 from syncd.config import Config
-from syncd.engine import Engine
-from syncd.ingest import Ingestor
-from syncd.outbox import WEBHOOK_SECRET_ENV, Deliverer
-from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file
+from syncd.secrets import SecretBox, SecretError, load_or_create_key, read_secret_file, require_key
 from syncd.store import database
-from syncd.store.tables import ConnectionRow
+
+if TYPE_CHECKING:
+    from connectors.base import Connector
+    from connectors.google import GoogleSettings
+    from syncd.engine import Engine
+    from syncd.ingest import Ingestor
+    from syncd.outbox import Deliverer
+    from syncd.store.tables import ConnectionRow
 
 GOOGLE_SECRET_ENV = "SYNCD_GOOGLE_CLIENT_SECRET"  # noqa: S105 - a variable name
+GOOGLE_CREDENTIAL = "syncd-google-client-secret"  # the systemd credential's name
 
 
 class UnknownProvider(Exception):
@@ -37,10 +46,13 @@ class App:
     config: Config
     db: DbEngine
     sessions: sessionmaker[Session]
-    box: SecretBox
     clock: Clock = utc_now
     # Where every outbound request may go (connectors, OAuth calls, the webhook).
     egress: EgressPolicy = STRICT
+    # False: a missing key is an error, never generated (CLI commands; see secrets.load_key).
+    create_key: bool = True
+    _box: SecretBox | None = field(default=None, repr=False)
+    _box_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(
@@ -49,25 +61,56 @@ class App:
         *,
         migrate: bool = True,
         clock: Clock = utc_now,
+        create_key: bool = True,
         resolver: Resolver | None = None,
     ) -> App:
-        """``resolver`` replaces the system's DNS for outbound requests (tests)."""
+        """Open (creating when ``migrate``) the database. With ``create_key`` the secret key is
+        loaded now and generated if there is none; without, it is read when first needed.
+        ``resolver`` replaces the system's DNS for outbound requests (tests)."""
         log_guard.install()  # also for uses without setup_logging (tests, embedding)
-        private_files.private_dir(config.daemon.state_dir)
-        db = database.make_engine(config.database_url)
-        if migrate:
-            database.upgrade(db)
-        box = SecretBox(load_or_create_key(config.key_file))
+        database.check_owner(config.database_url)
+        # Read-only commands create nothing where they look; an existing folder is tightened.
+        if migrate or config.daemon.state_dir.exists():
+            private_files.private_dir(config.daemon.state_dir)
+        db = database.make_engine(config.database_url, create=migrate)
         egress = config.egress
         if resolver is not None:
             egress = dataclasses.replace(egress, resolver=resolver)
-        return cls(config, db, database.session_factory(db), box, clock, egress)
+        try:
+            if migrate:
+                database.upgrade(db)
+            app = cls(
+                config,
+                db,
+                database.session_factory(db),
+                clock,
+                egress=egress,
+                create_key=create_key,
+            )
+            if create_key:
+                app.box  # noqa: B018 - generate (and warn about) a new key at start, not mid-pass
+        except BaseException:
+            db.dispose()
+            raise
+        return app
+
+    @property
+    def box(self) -> SecretBox:
+        """Seals and opens stored secrets with the key from secrets.load_key."""
+        with self._box_lock:
+            if self._box is None:
+                key_file = self.config.key_file
+                key = load_or_create_key(key_file) if self.create_key else require_key(key_file)
+                self._box = SecretBox(key)
+            return self._box
 
     def close(self) -> None:
         self.db.dispose()
 
     def connector_for(self, row: ConnectionRow) -> Connector:
         if row.provider == "caldav":
+            from connectors.caldav import CalDAVConnector, CalDAVSettings
+
             c = self.config.caldav
             return CalDAVConnector(
                 CalDAVSettings(
@@ -82,12 +125,16 @@ class App:
                 )
             )
         if row.provider == "google":
+            from connectors.google import GoogleConnector
+
             return GoogleConnector(
                 self.google_settings(self.box.open(row.secret), row.calendar_url)
             )
         raise UnknownProvider(f"connection {row.id}: unknown provider {row.provider!r}")
 
     def google_settings(self, refresh_token: str, calendar_url: str | None) -> GoogleSettings:
+        from connectors.google import GoogleSettings
+
         g = self.config.google
         if not g.client_id:
             raise SecretError("[google] client_id is not configured (see docs/google.md)")
@@ -112,12 +159,20 @@ class App:
             return env
         if self.config.google.client_secret_file is not None:
             return read_secret_file(self.config.google.client_secret_file)
+        # A command run with the service's credentials (systemd-run, systemd/syncd-admin).
+        if creds := os.environ.get("CREDENTIALS_DIRECTORY"):
+            cred = Path(creds) / GOOGLE_CREDENTIAL
+            if cred.exists():
+                return read_secret_file(cred)
         raise SecretError(
             f"no Google OAuth client secret: set ${GOOGLE_SECRET_ENV} or "
-            "[google] client_secret_file"
+            f"[google] client_secret_file, or provide the credential {GOOGLE_CREDENTIAL}"
         )
 
     def engine(self) -> Engine:
+        from syncd import connect_links, retry
+        from syncd.engine import Engine
+
         s = self.config.sync
         policy = retry.RetryPolicy(s.retry_attempts, s.retry_base, s.retry_cap)
         return Engine(
@@ -133,6 +188,8 @@ class App:
         )
 
     def ingestor(self) -> Ingestor:
+        from syncd.ingest import Ingestor
+
         hold = timedelta(hours=self.config.offers.hold_hours)
         return Ingestor(self.sessions, self.clock, hold=hold)
 
@@ -140,8 +197,11 @@ class App:
         """The HMAC key that signs notifications to the platform: ``$SYNCD_WEBHOOK_SECRET``, else
         the ``[platform] webhook_secret_file``. Empty when no webhook is configured and no secret
         is given; an error when a webhook URL is configured without one."""
+        from syncd.outbox import WEBHOOK_SECRET_ENV
+
         if env := os.environ.get(WEBHOOK_SECRET_ENV, "").strip():
             return env.encode()
+
         platform = self.config.platform
         if platform.webhook_secret_file is not None:
             return read_secret_file(platform.webhook_secret_file).encode()
@@ -154,6 +214,8 @@ class App:
 
     def deliverer(self) -> Deliverer:
         """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
+        from syncd.outbox import Deliverer
+
         return Deliverer(
             self.sessions,
             self.config.platform,

@@ -1,7 +1,10 @@
 """Configuration: one TOML file, every option with a default, each overridable by an
 environment variable ``SYNCD_<SECTION>_<OPTION>`` (e.g. ``SYNCD_DATABASE_URL``).
 
-Secrets never live here: the file only names the files they are read from.
+Which file: ``--config FILE``, else ``$SYNCD_CONFIG``, else ``/etc/syncd/syncd.toml`` when it
+exists (the service's own, so a command typed on the server reads what the service reads), else
+none (embedded defaults). Secrets never live here: the file only names the files they are read
+from.
 """
 
 from __future__ import annotations
@@ -16,9 +19,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.egress import EgressPolicy, parse_networks
 
+# The service's configuration (systemd's ConfigurationDirectory=syncd); tests point it elsewhere.
+SYSTEM_CONFIG = Path("/etc/syncd/syncd.toml")
+
 
 class ConfigError(Exception):
     pass
+
+
+def find(given: Path | None, system: Path | None = None) -> Path | None:
+    """The file to read: ``given`` (from --config or $SYNCD_CONFIG), else the system file when it
+    exists, else None."""
+    if given is not None:
+        return given
+    system = SYSTEM_CONFIG if system is None else system
+    return system if system.is_file() else None
+
+
+# SQLAlchemy URL schemes syncd runs on (psycopg 3 for PostgreSQL).
+_DB_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
 
 
 class _Section(BaseModel):
@@ -43,6 +62,27 @@ class DaemonConfig(_Section):
 
 class DatabaseConfig(_Section):
     url: str = ""  # empty: SQLite at <state_dir>/syncd.db
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError(
+                "not a database URL: use sqlite:////path/to/syncd.db or "
+                "postgresql://user@host:5432/name"
+            )
+        if scheme.lower() not in _DB_SCHEMES:
+            raise ValueError(
+                f"unsupported database {scheme!r}: syncd runs on SQLite (sqlite:///PATH) or "
+                "PostgreSQL (postgresql://user@host:5432/name)"
+            )
+        if scheme.lower() == "sqlite" and rest in ("", "/", "/:memory:"):
+            raise ValueError("an in-memory SQLite database keeps nothing: give a file path")
+        return value
 
 
 class SyncConfig(_Section):

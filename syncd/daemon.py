@@ -17,6 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import expiry, google_link, logs, retention
@@ -26,7 +32,7 @@ from syncd.engine import PassReport
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
-from syncd.replica import dead_local_owner, replica_id
+from syncd.replica import dead_local_owner, heartbeat_interval, replica_id
 from syncd.store import queue, replicas, wakeups
 from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
 from syncd.web import connect_links_api as _connect_links_api  # noqa: F401 - registers its routes
@@ -44,6 +50,40 @@ log = logging.getLogger(__name__)
 
 # A replica killed without shutting down keeps its registry row (shown as not alive) this long.
 REPLICA_FORGET_AFTER = timedelta(hours=1)
+
+
+class _JobsInFlight:
+    """Counts scheduler jobs between submission and completion. APScheduler's asyncio executor
+    stops by cancelling the jobs still in flight and logs each as an error with a traceback
+    ending in CancelledError; a stop instead pauses the scheduler and lets them end (they are
+    short: a wake-up, a heartbeat, a sweep), and only cancels what is left after a bound."""
+
+    SETTLE_TIMEOUT = 10.0
+
+    def __init__(self, scheduler: AsyncIOScheduler) -> None:
+        self.running = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        scheduler.add_listener(
+            self._event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+        )
+
+    def _event(self, event: JobEvent) -> None:  # on the event loop's thread
+        if event.code == EVENT_JOB_SUBMITTED:
+            self.running += 1
+            self.idle.clear()
+        else:
+            self.running = max(0, self.running - 1)
+            if not self.running:
+                self.idle.set()
+
+    async def settle(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.pause()
+        try:
+            await asyncio.wait_for(self.idle.wait(), self.SETTLE_TIMEOUT)
+        except TimeoutError:
+            log.warning("%d scheduler jobs still running at shutdown; cancelling", self.running)
+        scheduler.shutdown(wait=False)
 
 
 class Daemon:
@@ -104,6 +144,11 @@ class Daemon:
         """Look for due work now (called after an in-process change)."""
         self._wake.set()
 
+    async def _poll(self) -> None:
+        # A coroutine, so APScheduler runs it on the loop: setting an asyncio.Event from its
+        # thread pool would not be thread-safe, and a busy pool delayed it into "skipped" warnings.
+        self.wake()
+
     async def serve(self) -> None:
         if problem := google_push_problem(self.app.config):
             raise ConfigError(problem)
@@ -111,7 +156,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
-            self.wake,
+            self._poll,
             "interval",
             seconds=cfg.poll_interval,
             id="poll",
@@ -121,7 +166,7 @@ class Daemon:
         scheduler.add_job(
             self._job(self._heartbeat),
             "interval",
-            seconds=max(1.0, cfg.lease_seconds / 3),
+            seconds=heartbeat_interval(cfg.lease_seconds),
             id="heartbeat",
             coalesce=True,
             max_instances=1,
@@ -174,6 +219,7 @@ class Daemon:
             self.listener = wakeups.Listener(self.app.db.url, notified)
             self.listener.start()
         self._scheduler = scheduler
+        jobs = _JobsInFlight(scheduler)
         scheduler.start()
         log.info(
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
@@ -189,7 +235,10 @@ class Daemon:
                     break
                 await self._dispatch()
         finally:
-            scheduler.shutdown(wait=False)
+            await jobs.settle(scheduler)
+            if self._sweeping is not None and not self._sweeping.done():
+                # A sweep requested by NOTIFY: it ends at its next check of stopping.
+                await asyncio.wait([self._sweeping], timeout=_JobsInFlight.SETTLE_TIMEOUT)
             if self.listener is not None:
                 await loop.run_in_executor(None, self.listener.stop)
             if self.web is not None:
@@ -324,6 +373,8 @@ class Daemon:
             log.warning("could not remove this replica's registry row: %s", type(exc).__name__)
 
     def _reclaim(self) -> None:
+        # Only processes of this host known to be gone: another replica's silence may be a
+        # start-up or a stalled event loop while its passes still run (their leases expire).
         with self.app.sessions() as s:
             freed = queue.reclaim(s, dead_local_owner, self.app.clock())
         if freed:

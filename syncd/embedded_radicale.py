@@ -3,6 +3,11 @@
 Radicale runs as ``python -m radicale`` with a config file generated inside ``folder``, so it
 never reads the machine's or the user's own Radicale configuration, and everything it stores
 (collections, htpasswd file, log) stays in that folder.
+
+It dies with its parent, however the parent ends (SIGKILL included): its stdin is a pipe whose
+only writer is the parent, and a thread in the child exits when that pipe reaches end of file,
+which the kernel makes happen when the parent's last descriptor closes. Unlike
+``PR_SET_PDEATHSIG`` this is portable and does not fire when merely the starting thread ends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,21 @@ _STDERR_TAIL = 4000
 # A port picked by binding to 0 can be taken by someone else before Radicale binds it; a couple
 # of fresh ports make that race harmless when the caller did not ask for a specific port.
 _PORT_ATTEMPTS = 3
+
+
+# The child: watch stdin, then run Radicale exactly as ``python -m radicale`` does.
+_WATCHED = """
+import os, runpy, sys, threading
+
+def watch():
+    while os.read(0, 512):
+        pass
+    os._exit(0)  # the parent is gone
+
+threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+sys.argv = ["radicale", *sys.argv[1:]]
+runpy.run_module("radicale", run_name="__main__", alter_sys=True)
+"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,6 +112,10 @@ class EmbeddedRadicale:
     @property
     def log_path(self) -> Path:
         return self.folder / "radicale.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -183,8 +207,8 @@ class EmbeddedRadicale:
         self._log = self.log_path.open("ab")
         self._log_start = self._log.tell()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "radicale", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", _WATCHED, "--config", str(config)],
+            stdin=subprocess.PIPE,  # kept open, never written: see the module's docstring
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.folder,
@@ -242,11 +266,15 @@ class EmbeddedRadicale:
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM, then SIGKILL if the process has not exited within ``timeout`` seconds."""
-    if process.poll() is not None:
-        return
-    process.terminate()
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+        if process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()

@@ -92,9 +92,10 @@ def snapshot(s: Session, now: datetime, alive_within: timedelta = timedelta(minu
     ):
         snap.connections[state] = int(n)
     snap.leases = replicas.leases_by_owner(s, now)
-    snap.replicas = {"alive": 0, "stale": 0}
+    # "stale": no recent heartbeat; "gone": its process no longer exists on this host.
+    snap.replicas = {"alive": 0, "stale": 0, "gone": 0}
     for r in replicas.overview(s, now, alive_within, snap.leases):
-        snap.replicas["alive" if r.alive else "stale"] += 1
+        snap.replicas[{replicas.SILENT: "stale"}.get(r.state, r.state)] += 1
     return snap
 
 
@@ -158,7 +159,8 @@ class _DatabaseCollector(Collector):
         yield leases
         registered = GaugeMetricFamily(
             "syncd_replicas",
-            "Registered daemon processes on this database, alive (recent heartbeat) or stale",
+            "Registered daemon processes on this database: alive (recent heartbeat), stale "
+            "(none), or gone (its process no longer exists on the scraped host)",
             labels=["state"],
         )
         for state, n in sorted(snap.replicas.items()):

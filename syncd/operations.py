@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urljoin
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from connectors.base import BusyReader, CalendarInfo
 from connectors.errors import ConnectorError, DestinationRefused, NotFound
@@ -19,15 +20,11 @@ from syncd import domain as d
 from syncd.app import App
 from syncd.engine import Engine, PassReport
 from syncd.replica import replica_id
+from syncd.status import StatusRow, conflicts, replica_overview, status
 from syncd.store import queue, replicas, repo
-from syncd.store.tables import (
-    ConflictRow,
-    ConnectionRow,
-    DriftRow,
-    MirrorRow,
-    SyncQueueRow,
-    TherapistRow,
-)
+from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, TherapistRow
+
+__all__ = ["StatusRow", "conflicts", "replica_overview", "status"]  # re-exported, see syncd.status
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +119,18 @@ def connect_caldav(
 class ResyncResult:
     therapist_id: str
     report: PassReport | None
-    busy: bool = False
+    busy: bool = False  # a live pass held the therapist throughout: nothing was done
+    held_by: str | None = None  # who held it (busy), or whose dead lease was taken over
+    took_over: bool = False  # the lease of a process known to be gone was taken at once
+
+    @property
+    def synced(self) -> bool:
+        """A pass ran and every connection of the therapist succeeded."""
+        return self.report is not None and not any(c.error for c in self.report.connections)
+
+
+# Called while a live pass holds a therapist: (therapist, holder, seconds left to wait).
+Waiting = Callable[[str, str, float], None]
 
 
 def resync(
@@ -132,58 +140,91 @@ def resync(
     full: bool = False,
     dry_run: bool = False,
     progress: Callable[[ResyncResult], None] | None = None,
+    wait: float = 0.0,
+    waiting: Waiting | None = None,
 ) -> list[ResyncResult]:
-    """Run passes now, each under the therapist's lease so a running daemon never overlaps."""
+    """Run passes now, each under the therapist's lease so a running daemon never overlaps.
+
+    A lease held by a process known to be gone is taken over at once; one held by a live pass
+    is waited for up to ``wait`` seconds (``waiting`` is told), then reported ``busy``."""
+    ids = list(therapist_ids)
+    with app.sessions() as s:
+        known = set(repo.therapist_ids(s))
+    if unknown := [t for t in ids if t not in known]:
+        raise OperationError(f"unknown therapist {unknown[0]!r}")
     engine = app.engine()
     owner = f"resync:{replica_id()}"
-    lease = timedelta(seconds=app.config.daemon.lease_seconds)
     results: list[ResyncResult] = []
     try:
-        _resync_each(
-            app, engine, owner, lease, list(therapist_ids), full, dry_run, progress, results
-        )
+        for tid in ids:
+            result = _resync_one(app, engine, owner, tid, full, dry_run, wait, waiting)
+            results.append(result)
+            if progress:
+                progress(result)
     finally:
         engine.close()
     return results
 
 
-def _resync_each(
+def _claim(
+    app: App, owner: str, tid: str, wait: float, waiting: Waiting | None
+) -> tuple[bool, str | None, bool]:
+    """(got the lease, the holder that kept or lost it, whether it was a dead one's)."""
+    lease_seconds = app.config.daemon.lease_seconds
+    lease = timedelta(seconds=lease_seconds)
+    deadline = time.monotonic() + wait
+    told = 0.0
+    while True:
+        now = app.clock()
+        with app.sessions() as s:
+            if queue.acquire(s, tid, owner, now, lease):
+                return True, None, False
+            holder = queue.holder(s, tid, now)
+            if holder is None:
+                continue  # released between the two statements: try again at once
+            if replicas.holder_dead(s, holder, now, lease_seconds):
+                if queue.take_over(s, tid, holder, owner, now, lease):
+                    log.info("resync took over therapist %s from stopped process %s", tid, holder)
+                    return True, holder, True
+                continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, holder, False
+        if waiting is not None and time.monotonic() >= told:
+            waiting(tid, holder, left)
+            told = time.monotonic() + 5
+        time.sleep(min(0.25, left))
+
+
+def _resync_one(
     app: App,
     engine: Engine,
     owner: str,
-    lease: timedelta,
-    therapist_ids: list[str],
+    tid: str,
     full: bool,
     dry_run: bool,
-    progress: Callable[[ResyncResult], None] | None,
-    results: list[ResyncResult],
-) -> None:
-    for tid in therapist_ids:
+    wait: float,
+    waiting: Waiting | None,
+) -> ResyncResult:
+    got, holder, dead = _claim(app, owner, tid, wait, waiting)
+    if not got:
+        return ResyncResult(tid, None, busy=True, held_by=holder)
+    lease = timedelta(seconds=app.config.daemon.lease_seconds)
+    started = app.clock()
+    try:
+        with _lease_kept(app, tid, owner, lease), logs.pass_context(tid):
+            report = engine.run_pass(tid, full=full, dry_run=dry_run)
+    finally:
         with app.sessions() as s:
-            if s.get(TherapistRow, tid) is None:
-                raise OperationError(f"unknown therapist {tid!r}")
-            got = queue.acquire(s, tid, owner, app.clock(), lease)
-        if not got:
-            result = ResyncResult(tid, None, busy=True)
-        else:
-            started = app.clock()
-            try:
-                with _lease_kept(app, tid, owner, lease), logs.pass_context(tid):
-                    report = engine.run_pass(tid, full=full, dry_run=dry_run)
-            finally:
-                with app.sessions() as s:
-                    queue.release(
-                        s,
-                        tid,
-                        owner,
-                        started=started,
-                        next_at=started + timedelta(seconds=app.config.sync.interval),
-                        failed=False,
-                    )
-            result = ResyncResult(tid, report)
-        results.append(result)
-        if progress:
-            progress(result)
+            queue.release(
+                s,
+                tid,
+                owner,
+                started=started,
+                next_at=started + timedelta(seconds=app.config.sync.interval),
+                failed=False,
+            )
+    return ResyncResult(tid, report, held_by=holder, took_over=dead)
 
 
 @contextlib.contextmanager
@@ -212,108 +253,6 @@ def _lease_kept(app: App, therapist_id: str, owner: str, lease: timedelta) -> It
 def all_therapist_ids(app: App) -> list[str]:
     with app.sessions() as s:
         return repo.therapist_ids(s)
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    therapist_id: str
-    connection_id: int | None
-    provider: str | None
-    state: str
-    entries: int
-    last_success_at: datetime | None
-    due_at: datetime | None
-    failures: int
-    drift: int
-    last_error: str | None
-    busy_as_of: datetime | None = None
-    busy_state: str = "-"  # fresh | stale | flagged | -
-    held_by: str | None = None  # the replica (or CLI resync) running its pass now, if any
-    busy_error: str | None = None  # why busy time (or a calendar's part of it) is not current
-    paused_until: datetime | None = None  # the provider asked syncd to stay away until then
-
-
-def _busy_state(c: ConnectionRow, now: datetime, stale_after: float) -> str:
-    if c.busy_flagged_at is not None:
-        return "flagged"
-    if c.busy_fetched_at is None:
-        return "-"
-    if c.busy_error or (now - c.busy_fetched_at).total_seconds() > stale_after:
-        return "stale"
-    return "fresh"
-
-
-def status(app: App) -> list[StatusRow]:
-    rows: list[StatusRow] = []
-    with app.sessions() as s:
-        therapists = s.scalars(select(TherapistRow).order_by(TherapistRow.id)).all()
-        now = app.clock()
-        queue_rows = {q.therapist_id: q for q in s.scalars(select(SyncQueueRow)).all()}
-        due = {tid: q.due_at for tid, q in queue_rows.items()}
-        held = {
-            tid: q.lease_owner
-            for tid, q in queue_rows.items()
-            if q.lease_owner and q.lease_until is not None and q.lease_until > now
-        }
-        counts = dict(
-            s.execute(
-                select(MirrorRow.connection_id, func.count()).group_by(MirrorRow.connection_id)
-            ).all()
-        )
-        drifts = dict(
-            s.execute(
-                select(DriftRow.connection_id, func.count()).group_by(DriftRow.connection_id)
-            ).all()
-        )
-        for t in therapists:
-            conns = repo.connections(s, t.id)
-            if not conns:
-                rows.append(
-                    StatusRow(
-                        t.id,
-                        None,
-                        None,
-                        "not connected",
-                        0,
-                        None,
-                        due.get(t.id),
-                        0,
-                        0,
-                        None,
-                        held_by=held.get(t.id),
-                    )
-                )
-            for c in conns:
-                rows.append(
-                    StatusRow(
-                        t.id,
-                        c.id,
-                        c.provider,
-                        c.state,
-                        counts.get(c.id, 0),
-                        c.last_success_at,
-                        due.get(t.id),
-                        c.failures,
-                        drifts.get(c.id, 0),
-                        c.last_error,
-                        c.busy_fetched_at,
-                        _busy_state(c, now, app.config.availability.stale_after),
-                        held.get(t.id),
-                        busy_error=c.busy_error,
-                        paused_until=(
-                            c.backoff_until
-                            if c.backoff_until is not None and c.backoff_until > now
-                            else None
-                        ),
-                    )
-                )
-    return rows
-
-
-def replica_overview(app: App) -> list[replicas.ReplicaInfo]:
-    """The daemon processes registered on this database and the leases each holds."""
-    with app.sessions() as s:
-        return replicas.overview(s, app.clock(), timedelta(seconds=app.config.daemon.lease_seconds))
 
 
 def disconnect(
@@ -428,18 +367,6 @@ def availability_for(
             Freshness(f"connection {c.id} ({c.provider})", c.busy_fetched_at, stale, c.busy_error)
         )
     return AvailabilityView(therapist_id, state.therapist.timezone, start, end, slots, sources)
-
-
-def conflicts(
-    app: App, *, therapist_id: str | None = None, include_resolved: bool = False
-) -> list[ConflictRow]:
-    with app.sessions() as s:
-        query = select(ConflictRow).order_by(ConflictRow.start_at)
-        if therapist_id is not None:
-            query = query.where(ConflictRow.therapist_id == therapist_id)
-        if not include_resolved:
-            query = query.where(ConflictRow.resolved_at.is_(None))
-        return list(s.scalars(query).all())
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,18 +24,19 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import httpx
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.egress import STRICT, EgressPolicy
-from connectors.egress_http import httpx_client
 from syncd.clock import Clock, utc_now
 from syncd.config import PlatformConfig
 from syncd.secrets import SecretError
 from syncd.store.tables import OutboxRow
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class OutboxEntry:
     next_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
+    therapist_id: str | None = None  # whom it is about, when it is about one therapist
 
     @property
     def state(self) -> str:
@@ -172,9 +174,15 @@ def list_recent(s: Session, limit: int = 50) -> list[OutboxEntry]:
             r.next_attempt_at,
             r.last_status,
             r.last_error,
+            _therapist_of(r.payload),
         )
         for r in rows
     ]
+
+
+def _therapist_of(payload: dict[str, Any]) -> str | None:
+    value = payload.get("therapist_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
 
 
 # -- delivery --------------------------------------------------------------------------------------
@@ -214,9 +222,12 @@ class Deliverer:
         self._clock = clock
         self._own_client = client is None
         # Without a client of the caller's, every connection passes the outbound policy.
-        self._client = (
-            client if client is not None else httpx_client(egress, timeout=config.timeout)
-        )
+        if client is None:
+            # Only the daemon delivers: listing the outbox loads no HTTP client.
+            from connectors.egress_http import httpx_client
+
+            client = httpx_client(egress, timeout=config.timeout)
+        self._client = client
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         # The lease outlives a few requests; a row is only sent while at least one request
         # timeout (plus a margin) of it is left, and the rest of a batch is released, so a

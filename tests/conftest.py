@@ -29,6 +29,9 @@ from tests.google_standin.fixtures import google_standin  # noqa: F401 - a fixtu
 # For connectors and senders made directly in tests: their servers listen on loopback.
 LOOPBACK_OK = EgressPolicy(allow_private=True)
 
+# Lists tests that took over a minute without a reason written beside them (tests/slow_report.py).
+pytest_plugins = ["tests.slow_report"]
+
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 

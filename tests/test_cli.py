@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from syncd.cli import main
 from tests import factories as f
-from tests.caldav_servers import CalDAVServer
+from tests.caldav_servers import CalDAVServer, unused_port
 from tests.conftest import make_config, write_config
 from tests.proc import jsonl, run_syncd
 
@@ -18,48 +19,55 @@ def cli(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, s
     return result.exit_code, result.stdout, result.stderr
 
 
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
 def test_errors_are_one_line_with_a_nonzero_exit(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "syncd.toml", make_config(tmp_path / "state"))
+    assert run_syncd(cfg, "ingest", "-", stdin=jsonl([f.therapist()])).returncode == 0
     pw = tmp_path / "pw"
     pw.write_text("secret\n")
+    down = unused_port()
+    connect = ["connect", "caldav", "--username", "u", "--password-file", str(pw), "--url"]
     cases = [
         (["resync"], "name one or more therapists"),
         (["resync", "t-nobody"], "unknown therapist"),
+        (["status", "t-nobody"], "unknown therapist"),
+        ([*connect, "http://127.0.0.1:9/", "t-nobody"], "unknown therapist"),
         (
-            [
-                "connect",
-                "caldav",
-                "t-nobody",
-                "--url",
-                "http://127.0.0.1:9/",
-                "--username",
-                "u",
-                "--password-file",
-                str(pw),
-            ],
-            "unknown therapist",
-        ),
-        (
-            [
-                "connect",
-                "caldav",
-                "t-1",
-                "--url",
-                "http://127.0.0.1:9/",
-                "--username",
-                "u",
-                "--password-file",
-                str(tmp_path / "missing"),
-            ],
+            [*connect, "http://127.0.0.1:9/", "t-1", "--password-file", str(tmp_path / "missing")],
             "cannot read secret file",
         ),
+        # A library's error, translated: not the HTTP library's repr of its connection pool.
+        ([*connect, f"http://127.0.0.1:{down}/", "t-1"], f"could not reach 127.0.0.1:{down}: "),
     ]
     for args, needle in cases:
         out = run_syncd(cfg, *args)
         assert out.returncode != 0, args
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and needle in lines[0], (args, out.stderr)
-        assert "Traceback" not in out.stderr
+        line = one_error_line(out.stderr)
+        assert needle in line, (args, line)
+        assert "0x" not in line and "HTTPConnectionPool" not in line, line
+    line = one_error_line(run_syncd(cfg, *connect, f"http://127.0.0.1:{down}/", "t-1").stderr)
+    assert line.endswith("connection refused"), line
+
+
+def test_database_errors_are_plain_and_the_detail_is_behind_debug(tmp_path: Path) -> None:
+    port = unused_port()
+    cfg = write_config(
+        tmp_path / "syncd.toml",
+        make_config(tmp_path / "state", f"postgresql://postgres@127.0.0.1:{port}/syncd"),
+    )
+    out = run_syncd(cfg, "status")
+    line = one_error_line(out.stderr)
+    where = f"127.0.0.1:{port}/syncd"
+    assert line == f"error: could not reach the database at {where}: connection refused"
+    debug = run_syncd(cfg, "--debug", "status")
+    assert "Traceback" in debug.stderr and "psycopg" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == line
 
 
 def test_bad_config_is_one_line(tmp_path: Path) -> None:
@@ -74,6 +82,116 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     assert out.returncode != 0 and "daemon.workerz" in out.stderr
     out = run_syncd(tmp_path / "nope.toml", "status")
     assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mysql://x", "unsupported database 'mysql'"),
+        ("nonsense", "not a database URL"),
+        ("sqlite://", "in-memory"),
+    ],
+)
+def test_check_config_refuses_database_urls_that_cannot_work(
+    tmp_path: Path, url: str, why: str
+) -> None:
+    path = tmp_path / "syncd.toml"
+    path.write_text(f'[database]\nurl = "{url}"\n')
+    code, _out, err = cli(path, "check-config")
+    assert code != 0
+    line = one_error_line(err)
+    assert "[database.url]" in line and why in line, line
+
+
+def test_check_config_connects_to_the_database_and_creates_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path / "syncd.toml", make_config(state))
+    (state / "secret.key").unlink()
+    code, out, _ = cli(cfg, "check-config")
+    assert code == 0 and "configuration is valid" in out
+    assert f"database: SQLite {state / 'syncd.db'}: not created yet" in out
+    assert "secret key: none yet" in out
+    assert sorted(p.name for p in state.iterdir()) == []  # looked, created nothing
+    code, out, _ = cli(cfg, "db", "upgrade")
+    assert code == 0 and "up to date" in out
+    code, out, _ = cli(cfg, "check-config")
+    assert code == 0 and "connected, schema up to date" in out
+    port = unused_port()
+    down = write_config(
+        tmp_path / "down.toml", make_config(state, f"postgresql://postgres@127.0.0.1:{port}/x")
+    )
+    code, out, err = cli(down, "check-config")
+    assert code == 1
+    assert f"database: could not reach the database at 127.0.0.1:{port}/x" in out
+    assert "connection refused" in one_error_line(err)
+
+
+@pytest.mark.postgres
+def test_check_config_says_it_reached_postgresql(tmp_path: Path, pg_url: str) -> None:
+    cfg = write_config(tmp_path / "syncd.toml", make_config(tmp_path / "state", pg_url))
+    code, out, _ = cli(cfg, "check-config")
+    assert code == 0 and "PostgreSQL 127.0.0.1:5432/" in out and "connected, no syncd tables" in out
+    assert cli(cfg, "db", "upgrade")[0] == 0
+    code, out, _ = cli(cfg, "check-config")
+    assert code == 0 and "connected, schema up to date" in out
+
+
+COMMANDS_ON_A_DATABASE = [
+    ["status"],
+    ["status", "--json"],
+    ["outbox"],
+    ["conflicts"],
+    ["availability", "t-1"],
+    ["token", "list"],
+    ["token", "create", "ops"],
+    ["resync", "--all"],
+    ["feed-url", "t-1"],
+    ["disconnect", "t-1", "1"],
+    ["calendars", "t-1"],
+    ["connect", "google", "t-1"],
+]
+
+
+def test_commands_never_create_a_database_or_a_key_where_they_looked(tmp_path: Path) -> None:
+    state = tmp_path / "not-the-service-state"
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text(f'[daemon]\nstate_dir = "{state}"\n')
+    for args in COMMANDS_ON_A_DATABASE:
+        code, out, err = cli(cfg, *args)
+        assert code == 1, (args, out, err)
+        line = one_error_line(err)
+        assert f"no syncd database at {state / 'syncd.db'} (configuration {cfg}" in line, line
+        assert "syncd db upgrade" in line and "--config" in line
+        assert not state.exists(), args
+
+
+def test_system_configuration_is_read_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncd import config as config_mod
+
+    (tmp_path / "etc").mkdir()
+    system = write_config(tmp_path / "etc" / "syncd.toml", make_config(tmp_path / "service"))
+    other = write_config(tmp_path / "other.toml", make_config(tmp_path / "other"))
+    monkeypatch.setattr(config_mod, "SYSTEM_CONFIG", system)
+    monkeypatch.delenv("SYNCD_CONFIG", raising=False)
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", "-"], input=jsonl([f.therapist("t-sys")])).exit_code == 0
+    result = runner.invoke(main, ["status"])
+    assert result.exit_code == 0 and "t-sys" in result.stdout
+    result = runner.invoke(main, ["check-config"])
+    assert f"configuration {system}\n" in result.stdout  # no --config, no $SYNCD_CONFIG
+    # $SYNCD_CONFIG beats the system file, --config beats both.
+    result = runner.invoke(main, ["status"], env={"SYNCD_CONFIG": str(other)})
+    assert result.exit_code == 1 and f"(configuration {other} from $SYNCD_CONFIG)" in result.stderr
+    result = runner.invoke(main, ["--config", str(system), "status"], env={"SYNCD_CONFIG": "x"})
+    assert result.exit_code == 0 and "t-sys" in result.stdout
+    # Without the system file: embedded defaults (which the message says).
+    monkeypatch.setattr(config_mod, "SYSTEM_CONFIG", tmp_path / "absent.toml")
+    monkeypatch.setenv("SYNCD_DAEMON_STATE_DIR", str(tmp_path / "defaults"))
+    result = runner.invoke(main, ["status"])
+    assert "(no configuration file: embedded defaults)" in result.stderr
+    assert not (tmp_path / "defaults").exists()
 
 
 def test_check_config_db_upgrade_and_status(tmp_path: Path) -> None:
@@ -171,3 +289,35 @@ def test_run_refuses_a_plain_http_public_url_for_google_push(tmp_path: Path) -> 
         assert "https://" in err and "public_url" in err
     cfg.write_text(cfg.read_text().replace("http://", "https://"))
     assert cli(cfg, "check-config")[0] == 0
+
+
+def test_a_database_behind_the_code_is_named_and_not_migrated_by_a_reader(tmp_path: Path) -> None:
+    from syncd.store import database
+
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path / "syncd.toml", make_config(state))
+    engine = database.make_engine(f"sqlite:///{state / 'syncd.db'}")
+    try:
+        [head] = database.schema_heads()
+        older = f"{int(head) - 1:04d}"
+        database.upgrade(engine, older)
+    finally:
+        engine.dispose()
+    code, _out, err = cli(cfg, "status")
+    assert code == 1
+    line = one_error_line(err)
+    assert f"is at schema {older}, this syncd needs {head}: run `syncd db upgrade`" in line
+    assert cli(cfg, "db", "upgrade")[0] == 0
+    assert cli(cfg, "status")[0] == 0
+
+
+def test_a_command_line_that_does_not_parse_is_one_line_too(tmp_path: Path) -> None:
+    cfg = tmp_path / "syncd.toml"
+    cfg.write_text("")
+    for args, line in [
+        (["resync", "--bogus"], "error: No such option '--bogus' (see main resync --help)"),
+        (["token", "create"], "error: Missing argument 'NAME' (see main token create --help)"),
+        (["stauts"], "error: No such command 'stauts' (see main --help)"),
+    ]:
+        code, _out, err = cli(cfg, *args)
+        assert code == 2 and one_error_line(err) == line, (args, err)

@@ -452,13 +452,18 @@ def test_cli_shows_delivered_pending_and_failing(
     finally:
         app.close()
     path = write_config(tmp_path / "syncd.toml", cfg)
-    result = CliRunner().invoke(main, ["--config", str(path), "outbox"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(main, ["--config", str(path), "outbox", "--json"])
     assert result.exit_code == 0, result.output
-    lines = {ln.split()[1]: ln for ln in result.stdout.splitlines() if ln.count("│") > 3}
-    assert "delivered" in lines[delivered]
-    assert "failing (1 attempt, next try" in lines[failing]
-    assert "HTTP 502 Bad Gateway" in lines[failing]
-    assert "pending" in lines[pending] and "offer.expired" in lines[pending]
+    rows = {e["event_id"]: e for e in json.loads(result.stdout)}
+    assert rows[delivered]["state"] == "delivered"
+    assert rows[failing]["state"] == "failing" and rows[failing]["attempts"] == 1
+    assert "HTTP 502 Bad Gateway" in rows[failing]["last_error"]
+    assert rows[pending]["state"] == "pending" and rows[pending]["topic"] == "offer.expired"
+    result = CliRunner().invoke(main, ["--config", str(path), "outbox"], env={"COLUMNS": "200"})
+    lines = result.stdout.splitlines()
+    assert any(delivered in ln and "delivered" in ln for ln in lines), lines
+    assert any("failing (1), next" in ln and "HTTP 502 Bad Gateway" in ln for ln in lines), lines
+    assert any(pending in ln and "offer.expired" in ln and "pending" in ln for ln in lines)
     result = CliRunner().invoke(main, ["--config", str(path), "status"], env={"COLUMNS": "200"})
     assert "outbox: 2 pending" in result.stdout and "1 failing" in result.stdout
 

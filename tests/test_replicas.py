@@ -107,6 +107,9 @@ def _check_calendars(radicale: EmbeddedRadicale, app: App, tids: list[str]) -> i
     return seen_total
 
 
+# Over a minute (87 s in a full run at load ~10; docs/performance.md): three real replicas and
+# 300 therapists, held running until every therapist has been passed twice, so the overlap
+# check sees repeat claims by different replicas. Fewer therapists or passes would not.
 def test_three_replicas_share_300_therapists_and_never_run_one_twice_at_once(
     pg_url: str, radicale: EmbeddedRadicale, proxy: TimedProxy, tmp_path: Path
 ) -> None:
@@ -226,6 +229,9 @@ OFFER_THERAPISTS = 100  # 10 offers each
 CALENDARS = 10  # of them with a calendar: 100 holds to write and remove
 
 
+# Over a minute (111 s in a full run at load ~10; docs/performance.md): 1,000 offers must be
+# ingested and their holds mirrored before one shared expiry instant, which is set from the
+# machine's measured speed (a loaded box pushes it out), then expired, notified and removed.
 def test_1000_holds_expiring_at_once_are_released_exactly_once(
     pg_url: str, radicale: EmbeddedRadicale, proxy: TimedProxy, tmp_path: Path
 ) -> None:

@@ -112,6 +112,29 @@ def acquire(s: Session, therapist_id: str, owner: str, now: datetime, lease: tim
     return won is not None
 
 
+def holder(s: Session, therapist_id: str, now: datetime) -> str | None:
+    """Who holds the therapist's unexpired lease, if anyone."""
+    row = s.get(SyncQueueRow, therapist_id, populate_existing=True)
+    if row is None or row.lease_owner is None or row.lease_until is None:
+        return None
+    return row.lease_owner if row.lease_until >= now else None
+
+
+def take_over(
+    s: Session, therapist_id: str, dead: str, owner: str, now: datetime, lease: timedelta
+) -> bool:
+    """Take the lease ``dead`` still holds (its process is known to be gone); False when it
+    changed hands meanwhile."""
+    won = s.execute(
+        update(SyncQueueRow)
+        .where(SyncQueueRow.therapist_id == therapist_id, SyncQueueRow.lease_owner == dead)
+        .values(lease_owner=owner, lease_until=now + lease)
+        .returning(SyncQueueRow.therapist_id)
+    ).first()
+    s.commit()
+    return won is not None
+
+
 def renew(s: Session, owner: str, therapist_ids: list[str], until: datetime) -> None:
     """Heartbeat: keep the leases of passes still running (and their retry-if-dead time)."""
     if not therapist_ids:

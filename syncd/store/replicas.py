@@ -15,7 +15,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from syncd import __version__
+from syncd.replica import dead_local_owner, heartbeat_stale, process_gone
 from syncd.store.tables import ReplicaRow, SyncQueueRow
+
+# ReplicaInfo.state values.
+ALIVE, SILENT, GONE = "alive", "silent", "gone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,9 @@ class ReplicaInfo:
     seen_at: datetime
     alive: bool
     leases: int
+    # alive (heartbeat within one lease), silent (no recent heartbeat: stopped, stuck or cut
+    # off), gone (its process no longer exists on this host, whatever its heartbeat says).
+    state: str = ALIVE
 
 
 def register(s: Session, replica_id: str, now: datetime) -> None:
@@ -81,16 +88,37 @@ def overview(
     """Registered replicas, oldest first; ``leases`` when the caller already read them."""
     if leases is None:
         leases = leases_by_owner(s, now)
-    return [
-        ReplicaInfo(
-            r.id,
-            r.host,
-            r.pid,
-            r.version,
-            r.started_at,
-            r.seen_at,
-            r.seen_at >= now - alive_within,
-            leases.get(r.id, 0),
+    found = []
+    for r in s.scalars(select(ReplicaRow).order_by(ReplicaRow.started_at)).all():
+        if process_gone(r.host, r.pid):
+            state = GONE
+        elif r.seen_at < now - alive_within:
+            state = SILENT
+        else:
+            state = ALIVE
+        found.append(
+            ReplicaInfo(
+                r.id,
+                r.host,
+                r.pid,
+                r.version,
+                r.started_at,
+                r.seen_at,
+                state == ALIVE,
+                leases.get(r.id, 0),
+                state,
+            )
         )
-        for r in s.scalars(select(ReplicaRow).order_by(ReplicaRow.started_at)).all()
-    ]
+    return found
+
+
+def holder_dead(s: Session, holder: str, now: datetime, lease_seconds: float) -> bool:
+    """Whether the process holding a lease is known to be gone, so its lease may be taken at
+    once: a process of this host that no longer exists, or a registered replica without a
+    heartbeat for a whole lease period (shown as "no heartbeat" everywhere). Anything else (a
+    CLI resync on another host, a replica that already unregistered while a last pass thread
+    ends) keeps its lease until it expires."""
+    if dead_local_owner(holder):
+        return True
+    row = s.get(ReplicaRow, holder, populate_existing=True)
+    return row is not None and heartbeat_stale(row.seen_at, now, lease_seconds)

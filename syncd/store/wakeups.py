@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable
 
-import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -66,6 +65,8 @@ class Listener:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        import psycopg  # here: a CLI command on SQLite never loads the PostgreSQL driver
+
         backoff = 0.5
         while not self._stop.is_set():
             try:
@@ -85,6 +86,8 @@ class Listener:
             backoff = min(self._max_backoff, backoff * 2)
 
     def _listen(self) -> None:
+        import psycopg
+
         # TCP keepalives: a peer that vanished without a FIN is noticed within about a minute.
         with psycopg.connect(
             self._conninfo,

@@ -59,6 +59,7 @@ def replica_json(r: replicas.ReplicaInfo) -> dict[str, Any]:
         "started_at": _iso(r.started_at),
         "seen_at": _iso(r.seen_at),
         "alive": r.alive,
+        "state": r.state,
         "leases": r.leases,
     }
 

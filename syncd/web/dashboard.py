@@ -37,6 +37,7 @@ from syncd.app import App
 from syncd.engine import PassReport
 from syncd.plan import Action
 from syncd.ratelimit import Kind
+from syncd.status import busy_state
 from syncd.store import replicas, repo
 from syncd.store.admin_sessions import TTL as SESSION_TTL
 from syncd.store.admin_sessions import SignedIn
@@ -295,7 +296,7 @@ def gather(app: App, now: datetime, *, search: str = "", only: str | None = None
                         c.last_error,
                         c.failures,
                         int(entries.get(c.id, 0)),
-                        operations._busy_state(c, now, stale_after),
+                        busy_state(c, now, stale_after),
                         c.busy_fetched_at,
                         c.busy_error,
                         reconnects.get(c.id),

@@ -136,14 +136,23 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "Replica": _obj(
-        ["id", "host", "pid", "version", "started_at", "seen_at", "alive", "leases"],
+        ["id", "host", "pid", "version", "started_at", "seen_at", "alive", "state", "leases"],
         id={"type": "string", "description": "host:pid:random, as in logs and lease rows"},
         host={"type": "string"},
         pid={"type": "integer"},
         version={"type": "string"},
         started_at=_TIME,
         seen_at=_TIME,
-        alive={"type": "boolean", "description": "heartbeat within one lease period"},
+        alive={
+            "type": "boolean",
+            "description": "heartbeat within one lease period and its process not known gone",
+        },
+        state={
+            "type": "string",
+            "enum": ["alive", "silent", "gone"],
+            "description": "silent: no heartbeat within one lease period; gone: its process no "
+            "longer exists on the host answering",
+        },
         leases={"type": "integer", "description": "therapist passes it is running now"},
     ),
     "Notification": _obj(

@@ -1,15 +1,14 @@
-"""``syncd forget`` (erasure on request) and ``syncd sessions`` (dashboard sign-ins), attached
-to the main command group by one import at the end of ``syncd.cli``."""
+"""``syncd forget client|therapist`` (erasure on request) and ``syncd sessions list|revoke``
+(dashboard sign-ins)."""
 
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
-from syncd.cli import CliError, _ago, _app, console, main
+from syncd.cli.common import CliError, ago, console, state
 
 
-@main.group()
+@click.group()
 def forget() -> None:
     """Erase a client's or a therapist's data (UK GDPR right to erasure)."""
 
@@ -21,12 +20,12 @@ def _confirm(what: str, yes: bool) -> None:
         )
 
 
-def _report(what: str, erased: object) -> None:
+def _report(what: str, erased: object, calendar_name: str) -> None:
     from syncd.erasure import Erased
 
     assert isinstance(erased, Erased)
     if not erased.found and not erased.connections:
-        console.print(f"nothing stored about {what}", highlight=False)
+        console().print(f"nothing stored about {what}", highlight=False)
         return
     parts = [
         f"{erased.sessions} sessions",
@@ -37,19 +36,21 @@ def _report(what: str, erased: object) -> None:
     ]
     if erased.connections:
         parts.append(f"{erased.connections} calendar connections")
-    console.print(f"erased {what}: " + ", ".join(parts), highlight=False)
+    console().print(f"erased {what}: " + ", ".join(parts), highlight=False)
     if erased.calendar_entries:
-        console.print(f"removed {erased.calendar_entries} entries from calendars", highlight=False)
+        console().print(
+            f"removed {erased.calendar_entries} entries from calendars", highlight=False
+        )
     if erased.pending_calendars:
         names = ", ".join(erased.pending_calendars)
-        console.print(
+        console().print(
             f"the calendars of {names} are cleaned by the daemon's next pass (busy or failing now)",
             highlight=False,
         )
     for cid in erased.calendars_left:
-        console.print(
+        console().print(
             f"connection {cid} needed re-authorisation: syncd's entries may remain in that "
-            'calendar; ask the therapist to delete the calendar "Therapy sessions (syncd)"',
+            f'calendar; ask the therapist to delete the calendar "{calendar_name}"',
             highlight=False,
         )
 
@@ -63,9 +64,10 @@ def forget_client(ctx: click.Context, client_id: str, yes: bool) -> None:
     their entries from the therapists' calendars."""
     from syncd import erasure
 
-    app = _app(ctx)
+    app = state(ctx).app()
     _confirm(f"client {client_id}", yes)
-    _report(f"client {client_id}", erasure.forget_client(app, client_id))
+    erased = erasure.forget_client(app, client_id)
+    _report(f"client {client_id}", erased, app.config.caldav.calendar_name)
 
 
 @forget.command("therapist")
@@ -84,15 +86,15 @@ def forget_therapist(
     therapist and all their sessions, clients' bookings, history and notifications."""
     from syncd import erasure
 
-    app = _app(ctx)
+    app = state(ctx).app()
     _confirm(f"therapist {therapist_id} and all their sessions", yes)
     erased = erasure.forget_therapist(
         app, therapist_id, keep_calendar_entries=keep_calendar_entries
     )
-    _report(f"therapist {therapist_id}", erased)
+    _report(f"therapist {therapist_id}", erased, app.config.caldav.calendar_name)
 
 
-@main.group()
+@click.group()
 def sessions() -> None:
     """Dashboard sessions: who is signed in, and signing them out."""
 
@@ -103,10 +105,12 @@ def sessions_list(ctx: click.Context) -> None:
     """Signed-in dashboard sessions, newest first."""
     from syncd.store import admin_sessions
 
-    app = _app(ctx)
+    app = state(ctx).app()
     now = app.clock()
     with app.sessions() as s:
         found = admin_sessions.listing(s, now)
+    from rich.table import Table
+
     table = Table(title="dashboard sessions")
     for col in ("id", "token", "scope", "from", "signed in", "seen", "expires"):
         table.add_column(col, no_wrap=col not in ("token", "from"), overflow="fold")
@@ -117,13 +121,13 @@ def sessions_list(ctx: click.Context) -> None:
             row.token,
             row.scope,
             row.client,
-            _ago(row.created_at, now),
-            _ago(row.last_seen_at, now),
+            ago(row.created_at, now),
+            ago(row.last_seen_at, now),
             f"in {left // 60}h{left % 60:02d}m",
         )
-    console.print(table)
+    console().print(table)
     if not found:
-        console.print("no one is signed in")
+        console().print("no one is signed in")
 
 
 @sessions.command("revoke")
@@ -139,9 +143,9 @@ def sessions_revoke(
 
     if sum((bool(ids), token_name is not None, every)) != 1:
         raise CliError("name session ids, or --token NAME, or --all (one of them)")
-    app = _app(ctx)
+    app = state(ctx).app()
     with app.sessions.begin() as s:
         ended = admin_sessions.revoke(s, list(ids), token=token_name, every=every)
     if ids and ended < len(set(ids)):
         raise CliError(f"ended {ended} of {len(set(ids))} sessions; the others do not exist")
-    console.print(f"ended {ended} dashboard session{'' if ended == 1 else 's'}")
+    console().print(f"ended {ended} dashboard session{'' if ended == 1 else 's'}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from syncd.config import Config
+from syncd.cli.common import console, state
 
 
 @click.command("connect-link")
@@ -18,11 +18,11 @@ from syncd.config import Config
 @click.pass_context
 def connect_link(ctx: click.Context, therapist: str, days: float | None) -> None:
     """Print a single-use link THERAPIST opens to connect (or reconnect) their calendar."""
-    from syncd import cli, connect_links
+    from syncd import connect_links
     from syncd.project import local_label
 
-    app = cli._app(ctx)
-    config: Config = app.config
+    app = state(ctx).app()
+    config = app.config
     link = connect_links.create(app, therapist, days=days)
     if not config.http.public_url:
         click.echo(
@@ -31,7 +31,7 @@ def connect_link(ctx: click.Context, therapist: str, days: float | None) -> None
             err=True,
         )
     expires = local_label(link.expires_at, "UTC")
-    cli.console.print(
+    console().print(
         f"Send this link to {therapist}; it works once, until {expires} UTC (keep it private):"
     )
     click.echo(link.url)
