@@ -37,6 +37,7 @@ from tests.caldav_servers import CalDAVServer, HTTPProxy, unused_port
 from tests.calendar_view import read_calendar
 from tests.conftest import LOOPBACK_OK, make_config, write_config
 from tests.google_standin import GoogleStandIn
+from tests.test_dashboard import sign_in
 
 PASSWORD, NEW_PASSWORD = "first pw", "second pw"
 CLIENT_ID, CLIENT_SECRET = "syncd-client", "syncd-client-secret"
@@ -266,7 +267,7 @@ def test_a_private_address_is_refused_before_any_request(
 ) -> None:
     with EmbeddedRadicale(tmp_path / "rad", username="therapist", password=PASSWORD) as rad:
         proxy = http_proxy(rad.url)
-        app = App.open(make_config(tmp_path / "s", caldav={"allow_private_hosts": False}))
+        app = App.open(make_config(tmp_path / "s", outbound={"allow_private_hosts": False}))
         try:
             assert app.ingestor().ingest(f.therapist("t-1")).ok
             dns = FakeDns(
@@ -584,7 +585,7 @@ def test_dashboard_shows_the_reconnect_link_beside_the_connection(world: World) 
     routes = dashboard._routes(world.app, FakeDaemon())  # type: ignore[arg-type]
     for token, shown in ((admin, True), (read, False)):
         with TestClient(build_app(world.app, FakeDaemon(), routes)) as c:  # type: ignore[arg-type]
-            c.post("/admin/login", data={"token": token})
+            assert sign_in(c, token).status_code == 303
             for page in ("/admin", "/admin/therapists/t-1"):
                 text = c.get(page).text
                 assert "Needs re-auth" in text
