@@ -18,6 +18,7 @@ from tests import factories as f
 from tests.caldav_servers import CalDAVServer, unused_port
 from tests.conftest import make_config, write_config
 from tests.proc import syncd_cmd
+from tests.test_dashboard import sign_in
 
 LONG_ID = "t-0f9e2c1a-5b7d-4c3e-9a8b-7d6e5f4c3b2a-with-a-long-suffix"
 
@@ -208,7 +209,7 @@ def test_dashboard_and_api_show_a_replica_whose_process_is_gone(tmp_path: Path) 
             api = tc.get("/v1/admin/replicas", headers={"Authorization": f"Bearer {token}"})
             [replica] = api.json()["replicas"]
             assert (replica["state"], replica["alive"]) == ("gone", False)
-            tc.post("/admin/login", data={"token": token}, follow_redirects=False)
+            assert sign_in(tc, token).status_code == 303
             page = tc.get("/admin").text
             assert "Process gone" in page and ">Alive<" not in page
     finally:

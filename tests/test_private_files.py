@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from syncd.app import App
 from syncd.config import Config
+from syncd.secrets import load_or_create_key
 from tests import factories as f
 from tests.conftest import write_config
 from tests.proc import jsonl
@@ -126,7 +127,21 @@ def test_the_cli_run_by_hand_with_umask_000_leaves_nothing_readable(tmp_path: Pa
     state = tmp_path / "state"
     path = write_config(tmp_path / "syncd.toml", config(state))
     env = {k: v for k, v in os.environ.items() if k not in ("SYNCD_CONFIG", "SYNCD_SECRET_KEY")}
-    for args, stdin in ((["db", "upgrade"], None), (["ingest", "-"], jsonl([f.therapist()]))):
+    # `syncd run` is the one command that generates the key; the others read it (issue 16).
+    commands = (
+        (["db", "upgrade"], None),
+        (["ingest", "-"], jsonl([f.therapist()])),
+        (["token", "create", "ops"], None),
+    )
+    key = state / "secret.key"
+    for args, stdin in commands:
+        if args[0] == "token":
+            # As `syncd run` would have left it: generated under umask 000 by syncd itself.
+            old = os.umask(0)
+            try:
+                load_or_create_key(key)
+            finally:
+                os.umask(old)
         done = subprocess.run(
             [sys.executable, "-m", "syncd", "--config", str(path), *args],
             input=stdin,
