@@ -352,7 +352,7 @@ def bench_quiet(kind: str, n: int, tmp: Path) -> None:
 def bench_google(n: int, tmp: Path) -> None:
     import httpx
 
-    from syncd import google_link
+    from syncd import google_auth
     from tests.google_standin import GoogleStandIn
     from tests.google_standin.fixtures import build_service
 
@@ -376,12 +376,12 @@ def bench_google(n: int, tmp: Path) -> None:
         try:
             assert app.ingestor().ingest(f.therapist("t-g")).ok
             g.consenting_account = ann
-            link = google_link.authorization_url(app, "t-g", redirect_base="http://127.0.0.1:9")
+            link = google_auth.authorization_url(app, "t-g", redirect_base="http://127.0.0.1:9")
             answer = httpx.get(link, follow_redirects=False, timeout=5)
             from urllib.parse import parse_qs
 
             q = parse_qs(urlsplit(answer.headers["location"]).query)
-            google_link.complete(app, q["state"][0], q["code"][0])
+            google_auth.complete(app, q["state"][0], q["code"][0])
             _ingest(app, _sessions("t-g", n))
             engine = app.engine()
             g.reset_counts()

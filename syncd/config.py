@@ -271,6 +271,12 @@ class HttpConfig(_Section):
             raise ValueError("must be an http:// or https:// URL, or empty")
         return value
 
+    @property
+    def base_url(self) -> str:
+        """Where browsers and providers reach the daemon: the public URL, else the listening
+        address (links, OAuth redirects, push addresses and feed URLs start with it)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
 
 class ApiConfig(_Section):
     """The HTTP API: signed platform events (POST /v1/events)."""

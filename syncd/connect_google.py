@@ -17,11 +17,11 @@ from connectors.base import CalendarInfo
 from connectors.errors import ConnectorError
 from connectors.google import GoogleConnector
 from connectors.google_scopes import ConnectionMode, scopes_for
-from syncd import connect_links, google_link
+from syncd import connect_links, google_auth
 from syncd.app import App
 from syncd.caldav_presets import Problem
 from syncd.connect_flow import ConnectProblem, connection_of
-from syncd.operations import OperationError
+from syncd.errors import OperationError
 from syncd.store.tables import ConnectLinkRow
 
 MODES = ("dedicated", "existing")
@@ -35,8 +35,8 @@ def _consent_url(app: App, therapist_id: str, mode: str, calendar_id: str | None
     if mode == "existing":
         # The calendar is picked after consent, but the scopes are those of writing into one.
         scope = list(scopes_for(ConnectionMode.EXISTING))
-        return google_link.authorization_url(app, therapist_id, scope=scope)
-    return google_link.authorization_url(app, therapist_id, calendar_id=calendar_id)
+        return google_auth.authorization_url(app, therapist_id, scope=scope)
+    return google_auth.authorization_url(app, therapist_id, calendar_id=calendar_id)
 
 
 def start(app: App, link: connect_links.Link, mode: str, connection_id: int | None = None) -> str:
@@ -100,14 +100,14 @@ def finish(app: App, state: str, code: str, error: str | None) -> Finished | Non
         )
         return Finished(link, problem=Problem(words + " You can try again.", error or ""))
     try:
-        grant = google_link.exchange_code(app, state, code)
+        grant = google_auth.exchange_code(app, state, code)
         if mode == "existing":
             with app.sessions.begin() as s:
                 pending = s.get(ConnectLinkRow, link.id)
                 assert pending is not None
                 pending.pending_secret = app.box.seal(grant.refresh_token)
             return Finished(link, choose_calendar=True)
-        connection_id = google_link.store_connection(app, grant, grant.calendar_id)
+        connection_id = google_auth.store_connection(app, grant, grant.calendar_id)
     except OperationError as exc:
         return Finished(
             link,
@@ -118,7 +118,7 @@ def finish(app: App, state: str, code: str, error: str | None) -> Finished | Non
     return Finished(link, connection_id=connection_id)
 
 
-def _pending(app: App, link: connect_links.Link) -> google_link.Grant:
+def _pending(app: App, link: connect_links.Link) -> google_auth.Grant:
     connect_links.require_open(link, app.clock())
     with app.sessions() as s:
         row = s.get(ConnectLinkRow, link.id)
@@ -126,7 +126,7 @@ def _pending(app: App, link: connect_links.Link) -> google_link.Grant:
         state = row.google_state if row is not None else None
     if sealed is None or state is None:
         raise ConnectProblem(Problem("Please start again by choosing Google."))
-    return google_link.Grant(state, link.therapist_id, None, app.box.open(sealed))
+    return google_auth.Grant(state, link.therapist_id, None, app.box.open(sealed))
 
 
 def writable_calendars(app: App, link: connect_links.Link) -> list[CalendarInfo]:
@@ -150,7 +150,7 @@ def choose_calendar(app: App, link: connect_links.Link, calendar_id: str) -> int
         raise ConnectProblem(Problem("Choose one of your calendars from the list."))
     grant = _pending(app, link)
     try:
-        connection_id = google_link.store_connection(app, grant, calendar_id)
+        connection_id = google_auth.store_connection(app, grant, calendar_id)
     except OperationError as exc:
         raise ConnectProblem(
             Problem("We could not use that calendar. Please choose another.", str(exc))

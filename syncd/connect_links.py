@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from syncd.config import Config
+from syncd.errors import OperationError
 from syncd.secrets import SecretBox
 from syncd.store.tables import ConnectLinkRow, TherapistRow
 
@@ -85,13 +86,8 @@ class LinkSigner:
         return link_id
 
 
-def base_url(config: Config) -> str:
-    http = config.http
-    return (http.public_url or f"http://{http.host}:{http.port}").rstrip("/")
-
-
 def url_for(config: Config, signer: LinkSigner, link_id: str) -> str:
-    return f"{base_url(config)}{PATH_PREFIX}{signer.token(link_id)}"
+    return f"{config.http.base_url}{PATH_PREFIX}{signer.token(link_id)}"
 
 
 def _link(config: Config, signer: LinkSigner, row: ConnectLinkRow) -> Link:
@@ -100,7 +96,7 @@ def _link(config: Config, signer: LinkSigner, row: ConnectLinkRow) -> Link:
         id=row.id,
         therapist_id=row.therapist_id,
         token=token,
-        url=f"{base_url(config)}{PATH_PREFIX}{token}",
+        url=f"{config.http.base_url}{PATH_PREFIX}{token}",
         expires_at=row.expires_at,
         used_at=row.used_at,
         connection_id=row.connection_id,
@@ -142,8 +138,6 @@ def issue(
 
 def create(app: App, therapist_id: str, *, days: float | None = None) -> Link:
     """A link for ``therapist_id`` (the admin API and ``syncd connect-link``)."""
-    from syncd.operations import OperationError
-
     if days is not None and not 0 < days <= 90:
         raise OperationError("days: a link lasts more than 0 and at most 90 days")
     now = app.clock()

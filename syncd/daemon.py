@@ -25,24 +25,15 @@ from apscheduler.events import (
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import expiry, google_link, logs, retention
+from syncd import expiry, logs, retention, watch
 from syncd.app import App
 from syncd.config import ConfigError, google_push_problem
-from syncd.engine import PassReport
+from syncd.engine import Engine, PassReport
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
 from syncd.replica import dead_local_owner, heartbeat_interval, replica_id
 from syncd.store import queue, replicas, wakeups
-from syncd.web import admin_api as _admin_api  # noqa: F401 - registers its routes
-from syncd.web import connect_links_api as _connect_links_api  # noqa: F401 - registers its routes
-from syncd.web import connect_page as _connect_page  # noqa: F401 - registers its routes
-from syncd.web import dashboard as _dashboard  # noqa: F401 - registers its routes
-from syncd.web import feeds_api as _feeds_api  # noqa: F401 - registers its routes
-from syncd.web import ingest_api as _ingest_api  # noqa: F401 - registers its routes
-from syncd.web import metrics_api as _metrics_api  # noqa: F401 - registers /metrics
-from syncd.web import openapi as _openapi  # noqa: F401 - registers its routes
-from syncd.web import queries as _queries  # noqa: F401 - registers its routes
 from syncd.web.app import build_app
 from syncd.web.server import WebServer
 
@@ -126,6 +117,16 @@ class Daemon:
     def stopping(self) -> bool:
         """stop() was called: the daemon is shutting down (or has stopped)."""
         return self._stop.is_set()
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler | None:
+        """The running scheduler (None before serve() starts it)."""
+        return self._scheduler
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that runs this daemon's passes."""
+        return self._engine
 
     @property
     def scheduler_running(self) -> bool:
@@ -315,7 +316,7 @@ class Daemon:
 
     async def _renew_watches(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, google_link.renew_watches, self.app)
+        await loop.run_in_executor(None, watch.renew_watches, self.app)
 
     def _job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A scheduler job. Stopping the daemon cancels a job caught mid-await; that is the

@@ -11,28 +11,20 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.base import BatchWriter, Changes, Connector, RemoteItem, Write
-from connectors.errors import (
-    AlreadyExists,
-    AuthFailed,
-    AuthRevoked,
-    ConnectorError,
-    NotFound,
-    PreconditionFailed,
-    Transient,
-)
-from syncd import ical, logs, outbox, reconcile, retry
+from connectors.base import Changes, Connector
+from connectors.errors import AuthFailed, AuthRevoked, ConnectorError, Transient
+from syncd import logs, outbox, reconcile, retry
+from syncd.apply import Applier
 from syncd.clock import Clock, utc_now
 from syncd.config import AvailabilityConfig
-from syncd.plan import LOCAL_OPS, Action, Op, plan, resource_name
-from syncd.project import Entry, base_name, project
+from syncd.plan import Action, plan
+from syncd.project import Entry, project
 from syncd.store import repo
 from syncd.store.tables import ConnectionRow
 
@@ -108,7 +100,9 @@ class Engine:
         self._reconnect_link = reconnect_link
         self._connector_for = connector_for
         self._clock = clock
-        self._policy = policy or retry.RetryPolicy()
+        # Read at every external call: a reloaded policy applies to the next retry.
+        self.policy = policy or retry.RetryPolicy()
+        self.applier = Applier(sessions, clock, lambda: self.policy)
         self._availability = availability or AvailabilityConfig()
         # Connectors live across passes: their HTTP connections, OAuth access tokens and server
         # capability probes are reused. Keyed by connection id, replaced when the row changes.
@@ -183,7 +177,7 @@ class Engine:
     # -- one connection -----------------------------------------------------------------------
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        return retry.call(fn, self._policy)
+        return retry.call(fn, self.policy)
 
     def _sync(
         self, conn: ConnectionRow, desired: dict[str, Entry], *, full: bool, dry_run: bool
@@ -245,7 +239,7 @@ class Engine:
             out.error_class = type(exc).__name__
             out.error, out.transient = f"temporarily unavailable: {exc}", True
             out.retry_after = exc.retry_after
-            if exc.retry_after is not None and exc.retry_after > self._policy.cap:
+            if exc.retry_after is not None and exc.retry_after > self.policy.cap:
                 # A long pause asked for (Google's usage limits last hours): this connection
                 # alone waits that long, visibly; retrying the therapist sooner would only
                 # spend requests (the skip above keeps push notifications from doing so).
@@ -281,185 +275,7 @@ class Engine:
             out.drift += action.drift is not None
             out.applied_ops.append(action.op.value)
 
-        if not isinstance(connector, BatchWriter) or connector.max_batch <= 1:
-            self._apply_each(connector, connection_id, actions, done)
-            return
-        remote = [a for a in actions if a.op not in LOCAL_OPS]
-        for action in actions:
-            if action.op in LOCAL_OPS:
-                self._apply(connector, connection_id, action)
-                done(action)
-        for i in range(0, len(remote), connector.max_batch):
-            chunk = remote[i : i + connector.max_batch]
-            for action in self._apply_batch(connector, connection_id, chunk):
-                done(action)
-
-    def _apply_batch(
-        self, connector: BatchWriter, connection_id: int, chunk: list[Action]
-    ) -> list[Action]:
-        """One batch request; parts that failed go through the single-write path, with its
-        retries and fallbacks (adopt on 409, re-read on 412, re-create on 404), so none is lost."""
-        now = self._clock()
-        writes = [self._write_for(a, now) for a in chunk]
-        results = self._retry(lambda: connector.write_many(writes))
-        recorded: list[tuple[Action, RemoteItem | None]] = []
-        retry_single: list[Action] = []
-        throttled: list[Transient] = []
-        for action, result in zip(chunk, results, strict=True):
-            if not isinstance(result, ConnectorError):
-                recorded.append((action, result))
-            elif action.op is Op.DELETE and isinstance(result, NotFound):
-                recorded.append((action, None))  # already gone: as good as deleted
-            elif isinstance(result, Transient):
-                # Rate limited or failing part: resending it at once would only meet the same
-                # limit. It stays planned and the pass ends with backoff (below).
-                throttled.append(result)
-            else:
-                retry_single.append(action)
-
-        def record(s: Session) -> None:
-            for action, item in recorded:
-                self._record(s, connection_id, action, item, now)
-
-        self._commit(record)
-        for action in retry_single:
-            self._apply(connector, connection_id, action)  # type: ignore[arg-type]
-        if throttled:
-            hints = [t.retry_after for t in throttled if t.retry_after is not None]
-            raise Transient(
-                f"{len(throttled)} of {len(chunk)} batched writes refused for now: {throttled[0]}",
-                max(hints) if hints else None,
-            )
-        return [a for a, _ in recorded] + retry_single
-
-    @staticmethod
-    def _create_name(a: Action) -> str:
-        """The name to create: the entry's, or the generation it had when it was deleted on a
-        provider that never reuses a deleted resource's id (``x~3.ics``)."""
-        assert a.entry is not None
-        if a.href is not None:
-            previous = resource_name(a.href)
-            if previous != a.entry.name and base_name(previous) == a.entry.name:
-                return previous
-        return a.entry.name
-
-    @classmethod
-    def _write_for(cls, a: Action, now: datetime) -> Write:
-        if a.op is Op.DELETE:
-            return Write("delete", href=a.href, etag=a.etag)
-        assert a.entry is not None
-        body = ical.render(a.entry, now)
-        if a.op is Op.CREATE:
-            return Write("create", name=cls._create_name(a), body=body)
-        return Write("update", href=a.href, body=body, etag=a.etag)
-
-    @staticmethod
-    def _record(
-        s: Session, connection_id: int, a: Action, item: RemoteItem | None, now: datetime
-    ) -> None:
-        if a.op is Op.DELETE or item is None:
-            if a.uid is not None:
-                repo.drop_mirror(s, connection_id, a.uid)
-            return
-        assert a.entry is not None
-        repo.put_mirror(
-            s, connection_id, a.entry.uid, item.href, item.etag, a.entry.content_hash, now
-        )
-        if a.drift is not None:
-            repo.record_drift(s, connection_id, a.entry.uid, a.drift.value, now)
-
-    def _apply_each(
-        self,
-        connector: Connector,
-        connection_id: int,
-        actions: list[Action],
-        done: Callable[[Action], None],
-    ) -> None:
-        """One write at a time, each recorded as soon as the server accepted it; the next body
-        is rendered while a write is in flight, so the server's think time is not spent idle
-        and the renderer's CPU is not added to it."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-render") as renderer:
-
-            def render_ahead(a: Action) -> tuple[datetime, Future[str | None]]:
-                now = self._clock()
-                return now, renderer.submit(self._body, a, now)
-
-            ahead = render_ahead(actions[0]) if actions else None
-            for i, action in enumerate(actions):
-                assert ahead is not None
-                now, body = ahead
-                ahead = render_ahead(actions[i + 1]) if i + 1 < len(actions) else None
-                item = self._execute(connector, action, body.result())
-                self._commit(
-                    functools.partial(
-                        self._record, connection_id=connection_id, a=action, item=item, now=now
-                    )
-                )
-                done(action)
-
-    @staticmethod
-    def _body(a: Action, now: datetime) -> str | None:
-        if a.op in (Op.CREATE, Op.UPDATE):
-            assert a.entry is not None
-            return ical.render(a.entry, now)
-        return None
-
-    def _apply(self, connector: Connector, connection_id: int, a: Action) -> None:
-        now = self._clock()
-        item = self._execute(connector, a, self._body(a, now))
-        self._commit(lambda s: self._record(s, connection_id, a, item, now))
-
-    def _execute(self, connector: Connector, a: Action, body: str | None) -> RemoteItem | None:
-        """The action's remote write (none for local ops); the item to record, if any."""
-        item: RemoteItem | None = None
-        if a.op is Op.DELETE:
-            assert a.href is not None
-            self._delete(connector, a.href, a.etag)
-        elif a.op in (Op.CREATE, Op.UPDATE):
-            entry = a.entry
-            assert entry is not None and body is not None
-            if a.op is Op.CREATE:
-                item = self._create(connector, self._create_name(a), body)
-            else:
-                assert a.href is not None and a.etag is not None
-                item = self._update(connector, a.href, body, a.etag, entry.name)
-        elif a.op is Op.REHASH:
-            assert a.href is not None and a.etag is not None
-            item = RemoteItem(a.href, a.etag)  # unchanged on the server: only the row moves on
-        return item
-
-    def _create(self, connector: Connector, name: str, body: str) -> RemoteItem:
-        try:
-            return self._retry(lambda: connector.create(name, body))
-        except AlreadyExists as exc:
-            # Ours from an interrupted pass (the name is derived from the UID): take it over.
-            href = exc.href or connector.href_for(name)
-            current = self._retry(lambda: connector.get(href))
-            return self._retry(lambda: connector.update(href, body, current.etag))
-
-    def _update(
-        self, connector: Connector, href: str, body: str, etag: str, name: str
-    ) -> RemoteItem:
-        try:
-            return self._retry(lambda: connector.update(href, body, etag))
-        except PreconditionFailed:
-            # Changed on the server since we looked: the platform wins, overwrite what is there.
-            current = self._retry(lambda: connector.get(href))
-            return self._retry(lambda: connector.update(href, body, current.etag))
-        except NotFound:
-            return self._create(connector, name, body)
-
-    def _delete(self, connector: Connector, href: str, etag: str | None) -> None:
-        try:
-            self._retry(lambda: connector.delete(href, etag))
-        except NotFound:
-            pass
-        except PreconditionFailed:
-            try:
-                current = self._retry(lambda: connector.get(href))
-                self._retry(lambda: connector.delete(href, current.etag))
-            except NotFound:
-                pass
+        self.applier.apply_all(connector, connection_id, actions, done)
 
     # -- bookkeeping --------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from syncd import operations
 from syncd.app import App, UnknownProvider
 from syncd.contract import MAX_ALTERNATIVES
-from syncd.operations import OperationError
+from syncd.errors import OperationError
 from syncd.plan import Op
 from syncd.project import uid_for
 from syncd.replica import replica_id

@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 
 from syncd import ical
 from syncd.app import App
-from syncd.google_link import base_url
-from syncd.operations import OperationError
+from syncd.errors import OperationError
 from syncd.project import project
 from syncd.store import repo
 from syncd.store.tables import (
@@ -50,7 +49,7 @@ def _digest(token: str) -> str:
 
 
 def url_for(app: App, token: str) -> str:
-    return base_url(app) + PATH.format(token=token)
+    return app.config.http.base_url + PATH.format(token=token)
 
 
 def feed_url(app: App, therapist_id: str, rotate: bool = False) -> str:

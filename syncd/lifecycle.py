@@ -12,14 +12,18 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from syncd import config as config_mod
 from syncd import log_guard, retry
 from syncd.notify import Notifier
 
 if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from syncd.app import App
+    from syncd.engine import Engine
+    from syncd.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,30 @@ def apply_logging_level(level: str) -> None:
     log_guard.install(level)
 
 
+class Service(Protocol):
+    """The daemon, as the life cycle it owns sees it (an interface, so the two modules do not
+    import each other)."""
+
+    @property
+    def app(self) -> App: ...
+
+    @property
+    def owner(self) -> str: ...
+
+    @property
+    def web(self) -> WebServer | None: ...
+
+    @property
+    def scheduler(self) -> AsyncIOScheduler | None: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+
 class Lifecycle:
     """Owned by one :class:`~syncd.daemon.Daemon`: sd_notify, the watchdog task and reload."""
 
-    def __init__(self, daemon: Daemon, config_path: Path | None, notifier: Notifier) -> None:
+    def __init__(self, daemon: Service, config_path: Path | None, notifier: Notifier) -> None:
         self.daemon = daemon
         self.config_path = config_path
         self.notifier = notifier
@@ -134,7 +158,7 @@ class Lifecycle:
 
     def _reschedule(self, old: config_mod.Config, new: config_mod.Config) -> None:
         """New intervals for the scheduler's periodic jobs (the next run moves accordingly)."""
-        scheduler = self.daemon._scheduler
+        scheduler = self.daemon.scheduler
         if scheduler is None:
             return
         jobs = {
@@ -171,7 +195,7 @@ class Lifecycle:
             s = merged.sync
             # Read by the engine at every external call: the next retry uses the new policy.
             policy = retry.RetryPolicy(s.retry_attempts, s.retry_base, s.retry_cap)
-            self.daemon._engine._policy = policy
+            self.daemon.engine.policy = policy
         self._reschedule(old, merged)
         source = str(path) if path is not None else "defaults and environment"
         log.info(

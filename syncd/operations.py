@@ -19,31 +19,24 @@ from syncd import availability, logs, occupancy, outbox, reconcile
 from syncd import domain as d
 from syncd.app import App
 from syncd.engine import Engine, PassReport
+from syncd.errors import ConnectFailed, OperationError, UrlRefused
 from syncd.replica import replica_id
 from syncd.status import StatusRow, conflicts, replica_overview, status
 from syncd.store import queue, replicas, repo
 from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, TherapistRow
 
-__all__ = ["StatusRow", "conflicts", "replica_overview", "status"]  # re-exported, see syncd.status
+# Re-exported: the CLI and the HTTP API reach every admin operation and its errors here.
+__all__ = [
+    "ConnectFailed",
+    "OperationError",
+    "StatusRow",
+    "UrlRefused",
+    "conflicts",
+    "replica_overview",
+    "status",
+]
 
 log = logging.getLogger(__name__)
-
-
-class OperationError(Exception):
-    """A refused admin operation; the message is the one line shown to the admin."""
-
-
-class UrlRefused(OperationError):
-    """A server address the outbound-request policy refuses (not a URL, or a private host)."""
-
-
-class ConnectFailed(OperationError):
-    """The account could not be used; ``error`` is the connector's typed error, so a caller
-    that speaks to therapists can say what went wrong in its own words."""
-
-    def __init__(self, message: str, error: ConnectorError) -> None:
-        super().__init__(message)
-        self.error = error
 
 
 def connect_caldav(
@@ -265,7 +258,8 @@ def disconnect(
 ) -> int:
     """Remove what syncd wrote (its dedicated calendar whole, or each entry it made), stop push
     notifications, revoke the grant, forget the connection. Returns the entries removed."""
-    from syncd import google_link  # the Google module needs the HTTP layer; load it lazily
+    # Google's modules load its client library; only a Google connection needs them.
+    from syncd import google_auth, watch
 
     with app.sessions() as s:
         row = s.get(ConnectionRow, connection_id)
@@ -285,7 +279,7 @@ def disconnect(
                             connector.delete(entry.href, None)
                 removed = len(entries)
             if row.provider == "google":
-                google_link.stop_watch(app, row)
+                watch.stop_watch(app, row)
         except ConnectorError as exc:
             raise OperationError(
                 f"could not remove syncd's entries ({exc}); nothing was forgotten, try again "
@@ -296,7 +290,7 @@ def disconnect(
     elif not keep_events:
         log.warning("connection %d needs re-authorisation: its entries cannot be removed", row.id)
     if row.provider == "google":
-        google_link.revoke(app, app.box.open(row.secret))
+        google_auth.revoke(app, app.box.open(row.secret))
     now = app.clock()
     with app.sessions.begin() as s:
         s.execute(delete(MirrorRow).where(MirrorRow.connection_id == connection_id))

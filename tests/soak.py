@@ -39,7 +39,7 @@ import httpx
 import icalendar
 from sqlalchemy import select
 
-from syncd import google_link, operations
+from syncd import google_auth, operations
 from syncd.app import App
 from syncd.config import Config
 from syncd.embedded_radicale import EmbeddedRadicale
@@ -702,10 +702,10 @@ def connect_google(app: App, google: GoogleTarget, tid: str) -> None:
     email = google.email(tid)
     google.tokens[tid] = g.add_account(email, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     g.consenting_account = email
-    url = google_link.authorization_url(app, tid, redirect_base="http://127.0.0.1:9")
+    url = google_auth.authorization_url(app, tid, redirect_base="http://127.0.0.1:9")
     answer = httpx.get(url, follow_redirects=False, timeout=10)
     query = parse_qs(urlsplit(answer.headers["location"]).query)
-    cid = google_link.complete(app, query["state"][0], query["code"][0])
+    cid = google_auth.complete(app, query["state"][0], query["code"][0])
     with app.sessions() as s:
         row = s.get(ConnectionRow, cid)
         assert row is not None and row.calendar_url

@@ -24,7 +24,7 @@ from tests.test_dashboard import sign_in
 
 
 def _client(app: App, address: str = "198.51.100.7") -> TestClient:
-    web = build_app(app, NoDaemon(), dashboard._routes(app, NoDaemon()))  # type: ignore[arg-type]
+    web = build_app(app, NoDaemon(), dashboard.routes(app, NoDaemon()))  # type: ignore[arg-type]
     return TestClient(web, base_url="https://testserver", client=(address, 50000))
 
 

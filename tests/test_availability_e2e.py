@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from connectors.caldav import CalDAVConnector, CalDAVSettings
-from syncd import google_link, operations
+from syncd import google_auth, operations
 from syncd.app import App
 from syncd.store.tables import ConnectionRow, OutboxRow, SessionRow
 from tests import factories as f
@@ -181,9 +181,9 @@ def world(
         import httpx
 
         g.consenting_account = "ann@example.com"
-        link = google_link.authorization_url(app, "t-1", redirect_base="http://127.0.0.1:9")
+        link = google_auth.authorization_url(app, "t-1", redirect_base="http://127.0.0.1:9")
         q = parse_qs(urlsplit(httpx.get(link, timeout=5).headers["location"]).query)
-        google_link.complete(app, q["state"][0], q["code"][0])
+        google_auth.complete(app, q["state"][0], q["code"][0])
         personal = GooglePersonal(g, "ann@example.com")
     else:
         server: CalDAVServer = request.getfixturevalue(f"{request.param}_server")

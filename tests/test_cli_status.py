@@ -203,7 +203,7 @@ def test_dashboard_and_api_show_a_replica_whose_process_is_gone(tmp_path: Path) 
         with app.sessions.begin() as s:
             token = auth.create(s, "ops", auth.Scope.ADMIN, now)
         daemon = _NoDaemon()
-        routes = dashboard._routes(app, daemon) + admin_api._routes(app, daemon)  # type: ignore[arg-type]
+        routes = dashboard.routes(app, daemon) + admin_api.routes(app, daemon)  # type: ignore[arg-type]
         web = build_app(app, daemon, routes)  # type: ignore[arg-type]
         with TestClient(web) as tc:
             api = tc.get("/v1/admin/replicas", headers={"Authorization": f"Bearer {token}"})

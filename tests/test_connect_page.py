@@ -27,10 +27,9 @@ from syncd.app import App
 from syncd.caldav_discovery import Srv
 from syncd.cli import main
 from syncd.embedded_radicale import EmbeddedRadicale
-from syncd.google_link import _routes as google_routes
 from syncd.store.tables import ConnectionRow, ConnectLinkRow, MirrorRow, OutboxRow
 from syncd.web import connect_links_api, dashboard
-from syncd.web.app import build_app
+from syncd.web.app import build_app, google_routes
 from syncd.web.connect_page import ConnectPage
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer, HTTPProxy, unused_port
@@ -534,7 +533,7 @@ def test_admin_api_makes_links(world: World) -> None:
     with world.app.sessions.begin() as s:
         read = auth.create(s, "viewer", auth.Scope.READ, world.app.clock())
         admin = auth.create(s, "operator", auth.Scope.ADMIN, world.app.clock())
-    routes = connect_links_api._routes(world.app, FakeDaemon())  # type: ignore[arg-type]
+    routes = connect_links_api.routes(world.app, FakeDaemon())  # type: ignore[arg-type]
     with TestClient(build_app(world.app, FakeDaemon(), routes)) as c:  # type: ignore[arg-type]
         url = connect_links_api.PATH
         assert c.post(url, json={"therapist_id": "t-1"}).status_code == 401
@@ -582,7 +581,7 @@ def test_dashboard_shows_the_reconnect_link_beside_the_connection(world: World) 
     with world.app.sessions.begin() as s:
         admin = auth.create(s, "operator", auth.Scope.ADMIN, world.app.clock())
         read = auth.create(s, "viewer", auth.Scope.READ, world.app.clock())
-    routes = dashboard._routes(world.app, FakeDaemon())  # type: ignore[arg-type]
+    routes = dashboard.routes(world.app, FakeDaemon())  # type: ignore[arg-type]
     for token, shown in ((admin, True), (read, False)):
         with TestClient(build_app(world.app, FakeDaemon(), routes)) as c:  # type: ignore[arg-type]
             assert sign_in(c, token).status_code == 303

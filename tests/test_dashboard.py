@@ -286,7 +286,7 @@ class _NoDaemon:
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, App]]:
     cfg = make_config(tmp_path / "state", http={"port": 0, "public_url": "https://sync.example"})
     app = App.open(cfg)
-    web = build_app(app, _NoDaemon(), dashboard._routes(app, _NoDaemon()))  # type: ignore[arg-type]
+    web = build_app(app, _NoDaemon(), dashboard.routes(app, _NoDaemon()))  # type: ignore[arg-type]
     with TestClient(web, base_url="https://testserver") as tc:
         yield tc, app
     app.close()

@@ -31,7 +31,7 @@ from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.egress import EgressPolicy, check_url, refusal
 from connectors.errors import ConnectorError, DestinationRefused
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import google_link, operations, outbox
+from syncd import google_auth, operations, outbox
 from syncd.app import App
 from syncd.config import PlatformConfig, load
 from syncd.store.tables import ConnectionRow, OutboxRow
@@ -301,12 +301,12 @@ def test_oauth_code_exchange_and_revocation_are_refused_before_connecting(
     app = App.open(cfg, resolver=Names(oauth_test="100.64.0.1"))
     try:
         assert app.ingestor().ingest(f.therapist()).ok
-        link = google_link.authorization_url(app, "t-1", redirect_base="http://127.0.0.1:9")
+        link = google_auth.authorization_url(app, "t-1", redirect_base="http://127.0.0.1:9")
         state = re.search(r"state=([^&]+)", link)
         assert state
         with pytest.raises(operations.OperationError, match="carrier-grade NAT"):
-            google_link.complete(app, state.group(1), "the-code")
-        google_link.revoke(app, "1//refresh")  # logged, never raised
+            google_auth.complete(app, state.group(1), "the-code")
+        google_auth.revoke(app, "1//refresh")  # logged, never raised
         assert "could not revoke" in caplog.text and "carrier-grade NAT" in caplog.text
     finally:
         app.close()

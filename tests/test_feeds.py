@@ -20,7 +20,7 @@ import icalendar
 import pytest
 from sqlalchemy import select
 
-from syncd import feeds, google_link
+from syncd import feeds
 from syncd.app import App
 from syncd.operations import OperationError
 from syncd.project import Entry, project
@@ -112,7 +112,7 @@ def test_feed_serves_the_mirrored_entries_privately_with_etag(sqlite_app: App) -
     app = seeded(sqlite_app)
     url = feeds.feed_url(app, "t-1")
     path = path_of(url)
-    assert url.startswith(google_link.base_url(app) + "/feeds/") and url.endswith(".ics")
+    assert url.startswith(app.config.http.base_url + "/feeds/") and url.endswith(".ics")
     token = path.removeprefix("/feeds/").removesuffix(".ics")
     assert len(token) >= 43  # 256 bits, URL-safe base64
     with app.sessions() as s:

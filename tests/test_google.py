@@ -18,11 +18,13 @@ import pytest
 from sqlalchemy import func, select
 
 from connectors.google import GoogleConnector
-from syncd import google_link, operations
+from syncd import google_auth, operations
 from syncd.app import App
+from syncd.apply import Applier
 from syncd.engine import Engine
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, MirrorRow, OutboxRow
+from syncd.watch import renew_watches
 from tests import factories as f
 from tests.conftest import make_config, write_config
 from tests.google_standin import GoogleStandIn, fixtures
@@ -48,11 +50,11 @@ class World:
         """The real OAuth flow, with the stand-in's consent screen answering at once and the
         browser's redirect read instead of followed (the callback route is tested separately)."""
         self.g.consenting_account = email
-        url = google_link.authorization_url(self.app, therapist, redirect_base="http://127.0.0.1:9")
+        url = google_auth.authorization_url(self.app, therapist, redirect_base="http://127.0.0.1:9")
         answer = httpx.get(url, follow_redirects=False, timeout=5)
         assert answer.status_code == 302, answer.text
         query = parse_qs(urlsplit(answer.headers["location"]).query)
-        return google_link.complete(self.app, query["state"][0], query["code"][0])
+        return google_auth.complete(self.app, query["state"][0], query["code"][0])
 
     def calendar(self, connection_id: int) -> str:
         with self.app.sessions() as s:
@@ -128,7 +130,7 @@ def test_connecting_creates_the_dedicated_calendar_with_minimal_scopes(world: Wo
         row = s.get(ConnectionRow, cid)
         assert row is not None and row.calendar_owned and row.provider == "google"
         assert b"1//" not in row.secret  # the refresh token is stored encrypted
-    url = google_link.authorization_url(world.app, "t-ann")
+    url = google_auth.authorization_url(world.app, "t-ann")
     scope = parse_qs(urlsplit(url).query)["scope"][0].split()
     assert "https://www.googleapis.com/auth/calendar" not in scope
     assert "https://www.googleapis.com/auth/calendar.app.created" in scope
@@ -174,7 +176,7 @@ def test_a_crash_between_the_writes_and_their_record_duplicates_nothing(
 
     engine = world.app.engine()
     with monkeypatch.context() as m:
-        m.setattr(Engine, "_record", staticmethod(crash))
+        m.setattr(Applier, "_record", staticmethod(crash))
         with pytest.raises(Crash):
             engine.run_pass("t-ann")
     calendar = world.calendar(cid)
@@ -347,7 +349,7 @@ def test_a_push_notification_triggers_a_pass_at_once(
 
         def browser() -> None:
             # The therapist's browser, on its own thread: the daemon's loop serves the callback.
-            url = google_link.authorization_url(app, "t-ann")
+            url = google_auth.authorization_url(app, "t-ann")
             g.consenting_account = ANN
             # The test's own certificate: the browser is told to trust it.
             page = httpx.get(url, follow_redirects=True, timeout=10, verify=False)
@@ -446,8 +448,7 @@ def test_replicas_renewing_one_watch_at_once_leave_exactly_one_channel_open(
         monkeypatch.setattr(GoogleConnector, "watch", watch)
         opened: list[int] = []
         replicas = [
-            threading.Thread(target=lambda: opened.append(google_link.renew_watches(app)))
-            for _ in range(2)
+            threading.Thread(target=lambda: opened.append(renew_watches(app))) for _ in range(2)
         ]
         for t in replicas:
             t.start()

@@ -187,9 +187,9 @@ def _connect_existing(world: World, calendar: str) -> int:
 
     import httpx
 
-    from syncd import google_link
+    from syncd import google_auth
 
-    url = google_link.authorization_url(
+    url = google_auth.authorization_url(
         world.app, "t-ann", calendar_id=calendar, redirect_base="http://127.0.0.1:9"
     )
     scope = parse_qs(urlsplit(url).query)["scope"][0].split()
@@ -197,7 +197,7 @@ def _connect_existing(world: World, calendar: str) -> int:
     assert "https://www.googleapis.com/auth/calendar.app.created" not in scope
     answer = httpx.get(url, follow_redirects=False, timeout=5)
     query = parse_qs(urlsplit(answer.headers["location"]).query)
-    return google_link.complete(world.app, query["state"][0], query["code"][0])
+    return google_auth.complete(world.app, query["state"][0], query["code"][0])
 
 
 def test_an_entry_deleted_again_and_again_is_restored_each_time(world: World) -> None:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from syncd import auth, google_link, ingest, logs, operations, outbox
+from syncd import auth, google_auth, ingest, logs, operations, outbox
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.embedded_radicale import EmbeddedRadicale
@@ -329,11 +329,11 @@ def token_collector(proxy: HTTPProxy) -> list[str]:
 def connect_google(app: App, g: GoogleStandIn, therapist: str) -> int:
     """The real OAuth flow, the consent screen answering at once (as in tests/test_google.py)."""
     g.consenting_account = GOOGLE_ACCOUNT
-    link = google_link.authorization_url(app, therapist, redirect_base="http://127.0.0.1:9")
+    link = google_auth.authorization_url(app, therapist, redirect_base="http://127.0.0.1:9")
     answer = httpx.get(link, follow_redirects=False, timeout=10)
     assert answer.status_code == 302, answer.text
     query = parse_qs(urlsplit(answer.headers["location"]).query)
-    return google_link.complete(app, query["state"][0], query["code"][0])
+    return google_auth.complete(app, query["state"][0], query["code"][0])
 
 
 def listening_url(log: Path) -> str | None:

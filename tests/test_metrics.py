@@ -156,7 +156,7 @@ def test_gauges_reflect_the_database(sqlite_app: App) -> None:
         pending = s.scalar(select(func.count()).where(OutboxRow.delivered_at.is_(None)))
     assert pending is not None and pending >= 3
     daemon = Daemon(app)  # not started: nothing changes the rows under the test
-    web = web_app.build_app(app, daemon, metrics_api.metrics_routes(app, daemon))
+    web = web_app.build_app(app, daemon, metrics_api.routes(app, daemon))
 
     async def main() -> str:
         transport = httpx.ASGITransport(app=web)

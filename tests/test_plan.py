@@ -362,7 +362,7 @@ def render(e: Entry, stamp: datetime = STAMP) -> str:
 
 
 def apply(engine: Engine, cal: FakeCalendar, mirror: dict[str, MirrorRecord], a: Action) -> None:
-    """Engine._apply without the database: the same write helpers, the mirror kept in a dict the
+    """Applier._apply without the database: the same write helpers, the mirror kept in a dict the
     way repo.put_mirror / drop_mirror keep the table."""
     if a.op is Op.FORGET:
         assert a.uid is not None
@@ -374,7 +374,7 @@ def apply(engine: Engine, cal: FakeCalendar, mirror: dict[str, MirrorRecord], a:
         return
     if a.op is Op.DELETE:
         assert a.href is not None
-        engine._delete(cal, a.href, a.etag)
+        engine.applier.delete(cal, a.href, a.etag)
         if a.uid is not None:
             del mirror[a.uid]
         return
@@ -382,10 +382,10 @@ def apply(engine: Engine, cal: FakeCalendar, mirror: dict[str, MirrorRecord], a:
     assert e is not None
     body = render(e)
     if a.op is Op.CREATE:
-        item = engine._create(cal, e.name, body)
+        item = engine.applier.create(cal, e.name, body)
     else:
         assert a.href is not None and a.etag is not None
-        item = engine._update(cal, a.href, body, a.etag, e.name)
+        item = engine.applier.update(cal, a.href, body, a.etag, e.name)
     mirror[e.uid] = MirrorRecord(e.uid, item.href, item.etag, e.content_hash)
 
 

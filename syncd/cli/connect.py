@@ -73,11 +73,11 @@ def connect_google(
     """Print the link THERAPIST opens to connect a Google calendar (served by `syncd run`)."""
     import time
 
-    from syncd import google_link
+    from syncd import google_auth
     from syncd.store.tables import OAuthRequestRow
 
     app = state(ctx).app()
-    url = google_link.authorization_url(app, therapist, calendar_id=calendar_id)
+    url = google_auth.authorization_url(app, therapist, calendar_id=calendar_id)
     console().print("Open this link (or send it to the therapist); it is valid for 24 hours:")
     click.echo(url)
     if wait <= 0:

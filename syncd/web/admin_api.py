@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,11 +17,9 @@ from syncd.app import App
 from syncd.auth import Scope
 from syncd.contract import JSONError, parse_json
 from syncd.store import replicas
-from syncd.web.app import error_response, register_routes
+from syncd.web.host import Host
+from syncd.web.responses import error_response
 from syncd.web.security import off_loop, require
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
 
 MAX_OUTBOX_LIMIT = 500
 
@@ -179,8 +177,7 @@ def _resync(
     return operations.resync(app, ids, full=full, dry_run=dry_run)
 
 
-@register_routes
-def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     async def therapists(request: Request) -> Response:
         denied = await require(request, app, Scope.READ)
         if isinstance(denied, Response):

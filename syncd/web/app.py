@@ -1,10 +1,9 @@
-"""The daemon's Starlette application: health checks, JSON errors, a request-body limit, and the
-routes that feature modules register.
+"""The daemon's Starlette application: health checks, JSON errors, a request-body limit, and
+every feature's routes, listed in one place (``FEATURES``).
 
-Feature modules add routes without touching ``build_app``: at import time they call
-``register_routes`` with a factory that receives the ``App`` and the ``Daemon`` and returns the
-routes to serve (the Google connector registers its OAuth callback and push receiver this way).
-The registering module must be imported before the daemon starts, e.g. by ``syncd.app``.
+A feature module exposes ``routes(app, host)``, which builds its routes for one daemon (seen
+through :class:`syncd.web.host.Host`); nothing registers itself by being imported. An embedding
+(or a test) may serve routes of its own with ``register_routes``.
 """
 
 from __future__ import annotations
@@ -12,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -30,49 +28,72 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from syncd.app import App
 from syncd.store.database import alembic_config
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web import (
+    admin_api,
+    connect_links_api,
+    connect_page,
+    dashboard,
+    feeds_api,
+    google,
+    ingest_api,
+    metrics_api,
+    openapi,
+    queries,
+)
+from syncd.web.host import Host, RouteFactory
+from syncd.web.responses import error_response
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # 1 MiB: far above any platform event or Google notification
 READY_TIMEOUT = 2.0  # seconds the database has to answer /readyz
 
-RouteFactory = Callable[[App, "Daemon"], Sequence[BaseRoute]]
 
-_factories: list[RouteFactory] = []
+def google_routes(app: App, daemon: Host) -> list[BaseRoute]:
+    """Google's OAuth callback and push receiver; a consent begun on the connect page is
+    finished by the connect page."""
+    return google.routes(app, daemon, callback_handlers=(connect_page.google_callback,))
+
+
+# Every feature's routes, in the order they are matched.
+FEATURES: tuple[RouteFactory, ...] = (
+    google_routes,
+    admin_api.routes,
+    connect_links_api.routes,
+    connect_page.routes,
+    dashboard.routes,
+    feeds_api.routes,
+    ingest_api.routes,
+    metrics_api.routes,
+    openapi.routes,
+    queries.routes,
+)
+
+_factories: list[RouteFactory] = list(FEATURES)
 
 
 def register_routes(factory: RouteFactory) -> RouteFactory:
-    """Serve the routes ``factory(app, daemon)`` returns in every daemon started from now on.
-    Registering the same factory again is a no-op. Usable as a decorator."""
+    """Serve also the routes ``factory(app, daemon)`` returns, in every daemon started from now
+    on (an embedding's or a test's own). Registering the same factory again is a no-op."""
     if factory not in _factories:
         _factories.append(factory)
     return factory
 
 
-def extra_routes(app: App, daemon: Daemon) -> list[BaseRoute]:
-    """The routes of every registered feature module, in registration order."""
+def extra_routes(app: App, daemon: Host) -> list[BaseRoute]:
+    """The routes of every feature and registered factory, in order."""
     return [route for factory in _factories for route in factory(app, daemon)]
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The one error shape of the HTTP API: ``{"status": 404, "error": "Not Found"}``."""
-    return JSONResponse({"status": status, "error": message}, status_code=status, headers=headers)
 
 
 def build_app(
     app: App,
-    daemon: Daemon,
+    daemon: Host,
     routes: Sequence[BaseRoute] | None = None,
     *,
     max_body: int = MAX_BODY,
 ) -> Starlette:
     """The HTTP application of one daemon: ``/healthz``, ``/readyz`` and ``routes`` (default:
-    everything registered with ``register_routes``)."""
+    every feature's, and any added with ``register_routes``)."""
     probe = _DatabaseProbe(app.db, READY_TIMEOUT)
     heads = frozenset(ScriptDirectory.from_config(alembic_config(app.db)).get_heads())
 

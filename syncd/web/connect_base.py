@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import jinja2
@@ -26,9 +26,7 @@ from syncd.app import App
 from syncd.caldav_presets import Problem
 from syncd.connect_links import Link, LinkError
 from syncd.store.tables import ConnectionRow
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
 
 T = TypeVar("T")
 HERE = Path(__file__).parent
@@ -97,7 +95,7 @@ class ConnectPageBase:
     def __init__(
         self,
         app: App,
-        daemon: Daemon | None,
+        daemon: Host | None,
         *,
         dns: caldav_discovery.DnsResolver | None = None,
     ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,12 +14,10 @@ from starlette.routing import BaseRoute, Route
 from syncd import connect_links
 from syncd.app import App
 from syncd.auth import Scope
-from syncd.operations import OperationError
-from syncd.web.app import error_response, register_routes
+from syncd.errors import OperationError
+from syncd.web.host import Host
+from syncd.web.responses import error_response
 from syncd.web.security import require
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
 
 PATH = "/v1/admin/connect-links"
 
@@ -52,8 +50,7 @@ def parse(body: bytes) -> tuple[str, float | None]:
     return tid, None if days is None else float(days)
 
 
-@register_routes
-def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     async def create(request: Request) -> Response:
         denied = await require(request, app, Scope.ADMIN)
         if isinstance(denied, Response):

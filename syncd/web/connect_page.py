@@ -13,25 +13,22 @@ no-referrer``, ``Cache-Control: no-store``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from syncd import caldav_presets, connect_flow, connect_google, connect_links, google_link
+from syncd import caldav_presets, connect_flow, connect_google, connect_links
 from syncd.app import App
 from syncd.connect_flow import ConnectProblem
 from syncd.connect_links import Link, LinkError
 from syncd.engine import ConnectionState
 from syncd.project import local_label
 from syncd.store.tables import TherapistRow
-from syncd.web.app import register_routes
 from syncd.web.connect_base import HERE, ConnectPageBase, connection_label
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
 
 
 class ConnectPage(ConnectPageBase):
@@ -381,9 +378,5 @@ def google_callback(app: App, state: str, code: str, error: str | None) -> Respo
     return ConnectPage(app, None).google_done(state, code, error)
 
 
-google_link.register_callback_handler(google_callback)
-
-
-@register_routes
-def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, daemon: Host) -> list[BaseRoute]:
     return ConnectPage(app, daemon).routes()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -51,11 +51,8 @@ from syncd.store.tables import (
     TherapistRow,
 )
 from syncd.web import security
-from syncd.web.app import register_routes
+from syncd.web.host import Host
 from syncd.web.security import LOGIN_COOKIE, SESSION_COOKIE, off_loop
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
 
 HERE = Path(__file__).parent
 COOKIE = SESSION_COOKIE
@@ -416,8 +413,7 @@ def make_templates(clock: Callable[[], datetime]) -> Jinja2Templates:
 # -- routes -----------------------------------------------------------------------------------
 
 
-@register_routes
-def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     login_csrf = security.LoginCsrf(security.session_key(app))
     templates = make_templates(app.clock)
     secure = app.config.http.public_url.startswith("https://")

@@ -8,8 +8,6 @@ guessed at speed (not that 256 random bits could be)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -18,10 +16,8 @@ from syncd import feeds
 from syncd.app import App
 from syncd.ratelimit import Kind
 from syncd.web import security
-from syncd.web.app import error_response, register_routes
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
+from syncd.web.responses import error_response
 
 CACHE_CONTROL = "private, max-age=300"
 
@@ -37,8 +33,7 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-@register_routes
-def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     async def feed(request: Request) -> Response:
         wait = await security.refused_for(request, app, Kind.FEED)
         if wait is not None:

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,10 +26,8 @@ from syncd.ingest import Ingestor, Outcome, Result
 from syncd.ratelimit import Kind
 from syncd.secrets import SecretError, read_secret_file
 from syncd.web import security
-from syncd.web.app import error_response, register_routes
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
+from syncd.web.responses import error_response
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +99,7 @@ def result_json(outcome: Outcome) -> dict[str, Any]:
     return {"id": outcome.event_id, "result": outcome.result.value, "error": outcome.error}
 
 
-@register_routes
-def _routes(app: App, daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, daemon: Host) -> list[BaseRoute]:
     ingestor = app.ingestor()
     api = app.config.api
 

@@ -6,22 +6,16 @@ on a private interface or behind the reverse proxy's access rules as for the res
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.app import App
-from syncd.web.app import register_routes
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
 
 
-@register_routes
-def metrics_routes(_app: App, daemon: Daemon) -> list[BaseRoute]:
+def routes(_app: App, daemon: Host) -> list[BaseRoute]:
     async def metrics(_request: Request) -> Response:
         body = await daemon.metrics.scrape()
         return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,7 @@ every JSON route the daemon serves is described. Regenerate the file after a cha
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,10 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from syncd import __version__
 from syncd.app import App
-from syncd.web.app import register_routes
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
+from syncd.web.host import Host
 
 PATH = "/openapi.json"
 
@@ -576,8 +573,7 @@ def render() -> str:
     return json.dumps(document(), indent=2) + "\n"
 
 
-@register_routes
-def _routes(_app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(_app: App, _daemon: Host) -> list[BaseRoute]:
     body = document()
 
     async def openapi(_request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -14,11 +14,9 @@ from starlette.routing import BaseRoute, Route
 from syncd import operations
 from syncd.app import App
 from syncd.auth import Scope
-from syncd.web.app import error_response, register_routes
+from syncd.web.host import Host
+from syncd.web.responses import error_response
 from syncd.web.security import require
-
-if TYPE_CHECKING:
-    from syncd.daemon import Daemon
 
 
 def _instant(value: str | None, default: datetime, name: str) -> datetime:
@@ -52,8 +50,7 @@ def availability_json(view: operations.AvailabilityView) -> dict[str, Any]:
     }
 
 
-@register_routes
-def _routes(app: App, _daemon: Daemon) -> list[BaseRoute]:
+def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     async def availability(request: Request) -> Response:
         if isinstance(denied := await require(request, app, Scope.READ), Response):
             return denied

@@ -22,7 +22,7 @@ from syncd.auth import Principal, Scope
 from syncd.ratelimit import Kind, Limiter
 from syncd.secrets import load_or_create_key
 from syncd.store import admin_sessions
-from syncd.web.app import error_response
+from syncd.web.responses import error_response
 
 T = TypeVar("T")
 
