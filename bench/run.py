@@ -33,9 +33,10 @@ from syncd import domain as d
 from syncd import ical, operations
 from syncd.app import App
 from syncd.daemon import Daemon
+from syncd.domain import PlatformState
 from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.plan import MirrorRecord, plan
-from syncd.project import PlatformState, name_for, project, uid_for
+from syncd.project import name_for, project, uid_for
 from tests import factories as f
 from tests.caldav_servers import HTTPProxy, XandikosProcess
 from tests.conftest import make_config

@@ -22,7 +22,8 @@ from syncd import caldav_discovery, caldav_presets, connect_links, operations
 from syncd import domain as d
 from syncd.app import App
 from syncd.caldav_presets import Preset, Problem
-from syncd.project import PlatformState, local_label, project
+from syncd.domain import PlatformState
+from syncd.project import local_label, project
 from syncd.store import repo
 from syncd.store.mapping import therapist_from_row
 from syncd.store.tables import ConnectionRow, TherapistRow

@@ -196,3 +196,14 @@ class ReservedSlot:
 
 
 DEFAULT_HOLD = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformState:
+    """One therapist's whole state as the platform sent it: what projection, the booking rules
+    and occupancy read."""
+
+    therapist: Therapist
+    sessions: tuple[Session, ...] = ()
+    offers: tuple[Offer, ...] = ()
+    reserved_slots: tuple[ReservedSlot, ...] = ()

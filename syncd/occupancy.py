@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from syncd import domain as d
-from syncd.project import PlatformState
+from syncd.domain import PlatformState
 from syncd.recurrence import occurrences
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 from urllib.parse import quote
@@ -118,16 +117,6 @@ class Entry(NamedTuple):
 
 def is_legacy_hash(content_hash: str) -> bool:
     return not content_hash.startswith(HASH_VERSION)
-
-
-@dataclass(frozen=True, slots=True)
-class PlatformState:
-    """Everything projection needs for one therapist."""
-
-    therapist: d.Therapist
-    sessions: tuple[d.Session, ...] = ()
-    offers: tuple[d.Offer, ...] = ()
-    reserved_slots: tuple[d.ReservedSlot, ...] = ()
 
 
 def safe_id(entity_id: str) -> str:
@@ -334,7 +323,7 @@ def _reserved_entry(
 
 
 def project(
-    state: PlatformState, now: datetime, *, session_url: str | None = None
+    state: d.PlatformState, now: datetime, *, session_url: str | None = None
 ) -> dict[str, Entry]:
     """Desired entries keyed by UID. ``now`` decides which offers are still pending: a hold is
     gone from the projection the moment its offer expires, whether or not anything else ran.

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from syncd import domain as d
 from syncd import occupancy
 from syncd.contract import ContractError
-from syncd.project import PlatformState
+from syncd.domain import PlatformState
 
 
 def check_session_change(old: d.Session | None, new: d.Session, now: datetime) -> None:

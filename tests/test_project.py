@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from syncd import domain as d
 from syncd import ical
+from syncd.domain import PlatformState
 from syncd.project import (
     Entry,
-    PlatformState,
     client_label,
     is_legacy_hash,
     is_ours,

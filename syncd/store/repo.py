@@ -9,8 +9,8 @@ from sqlalchemy import Executable, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from syncd.domain import PlatformState
 from syncd.plan import MirrorRecord
-from syncd.project import PlatformState
 from syncd.store.mapping import (
     offer_from_row,
     reserved_slot_from_row,
