@@ -55,7 +55,7 @@ def availability(
     end = _instant(to, zone, "--to") if to else start + timedelta(days=7)
     view = operations.availability_for(app, therapist, start, end)
     if as_json:
-        from syncd.web.queries import availability_json
+        from syncd.web.read_api import availability_json
 
         click.echo(json_mod.dumps(availability_json(view), indent=2))
         return

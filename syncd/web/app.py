@@ -38,7 +38,7 @@ from syncd.web import (
     ingest_api,
     metrics_api,
     openapi,
-    queries,
+    read_api,
 )
 from syncd.web.host import Host, RouteFactory
 from syncd.web.responses import error_response
@@ -66,7 +66,7 @@ FEATURES: tuple[RouteFactory, ...] = (
     ingest_api.routes,
     metrics_api.routes,
     openapi.routes,
-    queries.routes,
+    read_api.routes,
 )
 
 _factories: list[RouteFactory] = list(FEATURES)

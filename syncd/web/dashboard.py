@@ -9,55 +9,33 @@ replicas, and end at once everywhere when signed out, revoked (``syncd sessions 
 when their token is revoked. Failed sign-ins are rate-limited per client address. Forms that
 change anything carry a per-session CSRF token, compared in constant time.
 
-Only ids are shown: never a client's name (the dashboard has no need for one), and the planned
-changes of a resync are described by kind, entity id and time, not by their calendar title
-(which may carry a client's initials when the therapist opted in).
+What the pages show is built by :mod:`syncd.web.queries` as the objects of :mod:`syncd.web.views`
+(ids only, never a client's name); sessions and CSRF checks are :mod:`syncd.web.security`'s.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import jinja2
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
-from syncd import connect_links, operations, outbox
+from syncd import connect_links, operations
 from syncd.app import App
-from syncd.engine import PassReport
-from syncd.plan import Action
 from syncd.ratelimit import Kind
-from syncd.status import busy_state
-from syncd.store import replicas, repo
 from syncd.store.admin_sessions import TTL as SESSION_TTL
 from syncd.store.admin_sessions import SignedIn
-from syncd.store.tables import (
-    ConflictRow,
-    ConnectionRow,
-    DriftRow,
-    MirrorRow,
-    OfferRow,
-    SyncQueueRow,
-    TherapistRow,
-)
+from syncd.store.tables import ConnectionRow
 from syncd.web import security
 from syncd.web.host import Host
+from syncd.web.queries import gather
 from syncd.web.security import LOGIN_COOKIE, SESSION_COOKIE, off_loop
+from syncd.web.views import ALL, HERE, make_templates, resync_view
 
-HERE = Path(__file__).parent
 COOKIE = SESSION_COOKIE
-DRIFT_WINDOW = timedelta(days=7)
-ALL = "*"  # the resync target that means every therapist
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -71,358 +49,10 @@ SECURITY_HEADERS = {
 }
 
 
-# -- what the pages show ------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class ConnectionView:
-    id: int
-    provider: str
-    state: str  # ok | syncing | lagging | error | reauth | new
-    stored_state: str
-    last_success_at: datetime | None
-    last_error: str | None
-    failures: int
-    entries: int
-    busy_state: str  # fresh | stale | flagged | -
-    busy_as_of: datetime | None
-    busy_error: str | None = None
-    # Needs re-auth: the open reconnect link sent to the therapist (shown to admin scope only).
-    reconnect: connect_links.Link | None = None
-
-
-@dataclass(slots=True)
-class HoldView:
-    offer_id: str
-    session_id: str
-    alternatives: int
-    expires_at: datetime
-    left: timedelta
-
-
-@dataclass(slots=True)
-class DriftView:
-    connection_id: int
-    uid: str
-    kind: str
-    detected_at: datetime
-
-
-@dataclass(slots=True)
-class TherapistView:
-    id: str
-    display_name: str
-    timezone: str
-    active: bool
-    due_at: datetime | None
-    connections: list[ConnectionView] = field(default_factory=list)
-    holds: list[HoldView] = field(default_factory=list)
-    open_conflicts: int = 0
-    drift: list[DriftView] = field(default_factory=list)
-    held_by: str | None = None  # the replica running this therapist's pass right now
-
-    @property
-    def state(self) -> str:
-        """The worst state among the connections (``none`` without any)."""
-        if not self.connections:
-            return "none"
-        order = ["reauth", "error", "lagging", "syncing", "new", "ok"]
-        return min((c.state for c in self.connections), key=order.index)
-
-
-@dataclass(slots=True)
-class Overview:
-    now: datetime
-    therapists: list[TherapistView]
-    total: int
-    backlog: outbox.OutboxSummary
-    replicas: list[replicas.ReplicaInfo] = field(default_factory=list)
-
-    @property
-    def replicas_alive(self) -> int:
-        return sum(1 for r in self.replicas if r.alive)
-
-    @property
-    def attention(self) -> int:
-        return sum(1 for t in self.therapists if t.state in ("reauth", "error", "lagging"))
-
-    @property
-    def holds(self) -> int:
-        return sum(len(t.holds) for t in self.therapists)
-
-    @property
-    def conflicts(self) -> int:
-        return sum(t.open_conflicts for t in self.therapists)
-
-
-KIND_LABELS = {
-    "session": "Session",
-    "hold": "Held time (pending offer)",
-    "blocked": "Original slot, blocked (pending offer)",
-    "reserved": "Reserved recurring slot",
-    "orphan": "Entry syncd no longer needs",
-}
-
-STATE_LABELS = {
-    "ok": "OK",
-    "syncing": "Syncing",
-    "lagging": "Lagging",
-    "error": "Error",
-    "reauth": "Needs re-auth",
-    "new": "Waiting for first pass",
-    "none": "Not connected",
-}
-
-
-def _connection_state(c: ConnectionRow, q: SyncQueueRow | None, now: datetime, app: App) -> str:
-    if c.state in ("needs_reauth", "auth_failed"):
-        return "reauth"
-    if c.state == "error":
-        return "error"
-    if q is not None and q.lease_owner and q.lease_until is not None and q.lease_until > now:
-        return "syncing"
-    overdue = timedelta(seconds=max(2 * app.config.daemon.lease_seconds, 60))
-    if q is not None and q.due_at is not None and now - q.due_at > overdue:
-        return "lagging"
-    if c.last_success_at is None:
-        return "new"
-    old = timedelta(seconds=max(3 * app.config.sync.interval, 300))
-    if now - c.last_success_at > old:
-        return "lagging"
-    return "ok"
-
-
-def gather(app: App, now: datetime, *, search: str = "", only: str | None = None) -> Overview:
-    """Every therapist (whose id or name contains ``search``), or the one named ``only``."""
-    stale_after = app.config.availability.stale_after
-    with app.sessions() as s:
-        query = select(TherapistRow).order_by(TherapistRow.id)
-        if only is not None:
-            query = query.where(TherapistRow.id == only)
-        therapists = list(s.scalars(query).all())
-        total = (
-            len(therapists)
-            if only is not None
-            else int(s.scalar(select(func.count()).select_from(TherapistRow)) or 0)
-        )
-        needle = search.strip().casefold()
-        if needle:
-            therapists = [
-                t
-                for t in therapists
-                if needle in t.id.casefold() or needle in t.display_name.casefold()
-            ]
-        ids = [t.id for t in therapists]
-        queue_rows = {
-            q.therapist_id: q
-            for q in s.scalars(select(SyncQueueRow).where(SyncQueueRow.therapist_id.in_(ids)))
-        }
-        entries = dict(
-            s.execute(
-                select(MirrorRow.connection_id, func.count()).group_by(MirrorRow.connection_id)
-            ).all()
-        )
-        conflicts = dict(
-            s.execute(
-                select(ConflictRow.therapist_id, func.count())
-                .where(ConflictRow.resolved_at.is_(None))
-                .where(ConflictRow.therapist_id.in_(ids))
-                .group_by(ConflictRow.therapist_id)
-            ).all()
-        )
-        holds: dict[str, list[HoldView]] = {}
-        for o in s.scalars(
-            select(OfferRow)
-            .where(OfferRow.state == "pending", OfferRow.released_at.is_(None))
-            .where(OfferRow.therapist_id.in_(ids))
-            .order_by(OfferRow.expires_at)
-        ):
-            holds.setdefault(o.therapist_id, []).append(
-                HoldView(o.id, o.session_id, len(o.alternatives), o.expires_at, o.expires_at - now)
-            )
-        drift: dict[str, list[DriftView]] = {}
-        for row, tid in s.execute(
-            select(DriftRow, ConnectionRow.therapist_id)
-            .join(ConnectionRow, ConnectionRow.id == DriftRow.connection_id)
-            .where(ConnectionRow.therapist_id.in_(ids))
-            .where(DriftRow.detected_at > now - DRIFT_WINDOW)
-            .order_by(DriftRow.detected_at.desc())
-        ).all():
-            drift.setdefault(tid, []).append(
-                DriftView(row.connection_id, row.uid, row.kind, row.detected_at)
-            )
-        conns = {t.id: repo.connections(s, t.id) for t in therapists}
-        reconnects = connect_links.open_reconnect_links(
-            s,
-            app.config,
-            connect_links.app_signer(app),
-            [
-                c.id
-                for cs in conns.values()
-                for c in cs
-                if c.state in ("needs_reauth", "auth_failed")
-            ],
-            now,
-        )
-        views: list[TherapistView] = []
-        for t in therapists:
-            q = queue_rows.get(t.id)
-            view = TherapistView(
-                t.id,
-                t.display_name,
-                t.timezone,
-                t.active,
-                q.due_at if q else None,
-                holds=holds.get(t.id, []),
-                open_conflicts=int(conflicts.get(t.id, 0)),
-                drift=drift.get(t.id, []),
-                held_by=(
-                    q.lease_owner
-                    if q and q.lease_owner and q.lease_until and q.lease_until > now
-                    else None
-                ),
-            )
-            for c in conns[t.id]:
-                view.connections.append(
-                    ConnectionView(
-                        c.id,
-                        c.provider,
-                        _connection_state(c, q, now, app),
-                        c.state,
-                        c.last_success_at,
-                        c.last_error,
-                        c.failures,
-                        int(entries.get(c.id, 0)),
-                        busy_state(c, now, stale_after),
-                        c.busy_fetched_at,
-                        c.busy_error,
-                        reconnects.get(c.id),
-                    )
-                )
-            views.append(view)
-        backlog = outbox.pending_summary(s)
-        alive_within = timedelta(seconds=app.config.daemon.lease_seconds)
-        registry = replicas.overview(s, now, alive_within)
-    return Overview(now, views, total, backlog, registry)
-
-
-@dataclass(slots=True)
-class PlannedChange:
-    op: str
-    kind: str
-    uid: str
-    start: datetime | None
-    end: datetime | None
-    zone: str | None
-    drift: str | None
-
-
-def planned(action: Action) -> PlannedChange:
-    """An action described without its calendar title (which may name a client)."""
-    e = action.entry
-    return PlannedChange(
-        action.op.value,
-        e.kind if e else "orphan",
-        action.uid or action.href or "?",
-        e.start if e else None,
-        e.end if e else None,
-        e.timezone if e else None,
-        action.drift.value if action.drift else None,
-    )
-
-
-@dataclass(slots=True)
-class ResyncView:
-    therapist_id: str
-    busy: bool
-    connections: list[tuple[int, list[PlannedChange], int, str | None]]  # id, plan, applied, error
-
-    @property
-    def planned(self) -> int:
-        return sum(len(actions) for _, actions, _, _ in self.connections)
-
-    @property
-    def applied(self) -> int:
-        return sum(n for _, _, n, _ in self.connections)
-
-    @property
-    def errors(self) -> int:
-        return sum(1 for *_, err in self.connections if err)
-
-
-def resync_view(result: operations.ResyncResult) -> ResyncView:
-    report: PassReport | None = result.report
-    conns = [
-        (
-            c.connection_id,
-            [planned(a) for a in c.actions],
-            c.applied,
-            c.error,
-        )
-        for c in (report.connections if report else [])
-    ]
-    return ResyncView(result.therapist_id, result.busy, conns)
-
-
-# -- formatting -------------------------------------------------------------------------------
-
-
-def _span(delta: timedelta) -> str:
-    seconds = int(abs(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-    return f"{hours // 24} d {hours % 24} h"
-
-
-def make_templates(clock: Callable[[], datetime]) -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,  # every template, whatever its name
-        undefined=jinja2.StrictUndefined,
-    )
-
-    def ago(when: datetime | None) -> str:
-        if when is None:
-            return "never"
-        delta = clock() - when
-        if abs(delta.total_seconds()) < 10:
-            return "just now"
-        return f"in {_span(delta)}" if delta.total_seconds() < 0 else f"{_span(delta)} ago"
-
-    def utc(when: datetime | None) -> str:
-        return "—" if when is None else when.strftime("%Y-%m-%d %H:%M UTC")
-
-    def local(when: datetime | None, zone: str | None) -> str:
-        if when is None:
-            return "—"
-        if not zone:
-            return utc(when)
-        return when.astimezone(ZoneInfo(zone)).strftime("%a %d %b %H:%M ") + zone
-
-    env.filters.update(ago=ago, utc=utc, local=local, span=_span)
-    env.globals.update(labels=STATE_LABELS, kinds=KIND_LABELS, ALL=ALL)
-    return Jinja2Templates(env=env)
-
-
-# -- routes -----------------------------------------------------------------------------------
-
-
 def routes(app: App, _daemon: Host) -> list[BaseRoute]:
     login_csrf = security.LoginCsrf(security.session_key(app))
     templates = make_templates(app.clock)
-    secure = app.config.http.public_url.startswith("https://")
-    cookie_flags: dict[str, Any] = {
-        "path": "/admin",
-        "secure": secure,
-        "httponly": True,
-        "samesite": "strict",
-    }
+    cookie_flags = security.session_cookie_flags(app)
 
     def page(
         request: Request,
@@ -458,10 +88,7 @@ def routes(app: App, _daemon: Host) -> list[BaseRoute]:
         form = await request.form()
         if session is None:
             return None, form, forbidden(request, "Sign in first.", None)
-        sent = form.get("csrf")
-        if not isinstance(sent, str) or not hmac.compare_digest(
-            sent.encode("utf-8", "replace"), session.csrf.encode()
-        ):
+        if not security.csrf_matches(session, form.get("csrf")):
             return (
                 session,
                 form,

@@ -138,6 +138,24 @@ class LoginCsrf:
         return hmac.compare_digest(self._mac(nonce).encode(), field.encode("utf-8", "replace"))
 
 
+def session_cookie_flags(app: App) -> dict[str, Any]:
+    """How the dashboard's cookies are set: ``HttpOnly``, ``SameSite=Strict``, ``Path=/admin``,
+    ``Secure`` when the public URL is https."""
+    return {
+        "path": "/admin",
+        "secure": app.config.http.public_url.startswith("https://"),
+        "httponly": True,
+        "samesite": "strict",
+    }
+
+
+def csrf_matches(session: admin_sessions.SignedIn, sent: object) -> bool:
+    """The CSRF field of a state-changing form is the session's, compared in constant time."""
+    return isinstance(sent, str) and hmac.compare_digest(
+        sent.encode("utf-8", "replace"), session.csrf.encode()
+    )
+
+
 def load_session(app: App, secret: str | None) -> admin_sessions.SignedIn | None:
     with app.sessions.begin() as s:
         return admin_sessions.load(s, secret, app.clock())
