@@ -17,256 +17,34 @@ from starlette.routing import BaseRoute, Route
 from syncd import __version__
 from syncd.app import App
 from syncd.web.host import Host
+from syncd.web.openapi_schemas import (
+    AUTH_ERRORS,
+    NULLABLE_TIME,
+    READ,
+    SCHEMAS,
+    TIME,
+    body,
+    error_ref,
+    obj,
+    ref,
+)
 
 PATH = "/openapi.json"
-
-_NULLABLE_TIME: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
-_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/responses/{description}"}
-
-
-def _obj(required: list[str], **props: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
-
-
-_READ: list[dict[str, list[str]]] = [{"bearer": ["read"]}]
-_AUTH_ERRORS = {
-    "401": _error("Unauthorized"),
-    "403": _error("Forbidden"),
-    "429": _error("TooManyFailures"),
-}
-_COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": _obj(
-        ["status", "error"],
-        status={"type": "integer", "examples": [404]},
-        error={"type": "string", "examples": ["Not Found"]},
-    ),
-    "PlatformEvent": {
-        **_obj(
-            ["id", "type", "occurred_at", "data"],
-            id={"type": "string"},
-            type={
-                "type": "string",
-                "enum": [
-                    "therapist.upserted",
-                    "session.upserted",
-                    "offer.upserted",
-                    "reserved_slot.upserted",
-                ],
-            },
-            occurred_at=_TIME,
-            data={"type": "object", "description": "see syncd/schema/platform-events.schema.json"},
-        ),
-        "description": "One platform event, as in the platform contract (README).",
-    },
-    "EventResult": _obj(
-        ["id", "result", "error"],
-        id={"type": ["string", "null"]},
-        result={"type": "string", "enum": ["applied", "duplicate", "stale", "refused"]},
-        error={"type": ["string", "null"], "description": "why an event was refused"},
-    ),
-    "Slot": _obj(["start", "end"], start=_TIME, end=_TIME),
-    "Availability": _obj(
-        ["therapist_id", "timezone", "from", "to", "slots", "sources"],
-        therapist_id={"type": "string"},
-        timezone={"type": "string"},
-        **{"from": _TIME, "to": _TIME},
-        slots={"type": "array", "items": _ref("Slot")},
-        sources={
-            "type": "array",
-            "items": _obj(
-                ["source", "as_of", "stale", "error"],
-                source={"type": "string"},
-                as_of=_NULLABLE_TIME,
-                stale={"type": "boolean"},
-                error={"type": ["string", "null"]},
-            ),
-        },
-    ),
-    "Conflict": _obj(
-        ["id", "therapist_id", "entity", "overlap", "connection_id", "calendar", "remote_ref"],
-        id={"type": "integer"},
-        therapist_id={"type": "string"},
-        entity=_obj(["kind", "id"], kind={"type": "string"}, id={"type": "string"}),
-        overlap=_ref("Slot"),
-        connection_id={"type": "integer"},
-        calendar={"type": ["string", "null"]},
-        remote_ref={"type": ["string", "null"]},
-        detected_at=_TIME,
-        resolved_at=_NULLABLE_TIME,
-    ),
-    "TherapistStatus": _obj(
-        ["therapist_id", "connection_id", "provider", "state", "entries"],
-        therapist_id={"type": "string"},
-        connection_id={"type": ["integer", "null"]},
-        provider={"type": ["string", "null"]},
-        state={"type": "string"},
-        entries={"type": "integer"},
-        last_success_at=_NULLABLE_TIME,
-        due_at=_NULLABLE_TIME,
-        failures={"type": "integer"},
-        drift={"type": "integer"},
-        last_error={"type": ["string", "null"]},
-        busy_as_of=_NULLABLE_TIME,
-        busy_state={"type": "string", "enum": ["fresh", "stale", "flagged", "-"]},
-        busy_error={
-            "type": ["string", "null"],
-            "description": "why busy time, or one calendar's part of it, is not current",
-        },
-        paused_until=_NULLABLE_TIME,
-        held_by={
-            "type": ["string", "null"],
-            "description": "the replica (or CLI resync) whose lease covers a running pass",
-        },
-    ),
-    "Replica": _obj(
-        ["id", "host", "pid", "version", "started_at", "seen_at", "alive", "state", "leases"],
-        id={"type": "string", "description": "host:pid:random, as in logs and lease rows"},
-        host={"type": "string"},
-        pid={"type": "integer"},
-        version={"type": "string"},
-        started_at=_TIME,
-        seen_at=_TIME,
-        alive={
-            "type": "boolean",
-            "description": "heartbeat within one lease period and its process not known gone",
-        },
-        state={
-            "type": "string",
-            "enum": ["alive", "silent", "gone"],
-            "description": "silent: no heartbeat within one lease period; gone: its process no "
-            "longer exists on the host answering",
-        },
-        leases={"type": "integer", "description": "therapist passes it is running now"},
-    ),
-    "Notification": _obj(
-        ["id", "event_id", "topic", "state", "created_at", "attempts"],
-        id={"type": "integer"},
-        event_id={"type": "string"},
-        topic={"type": "string"},
-        state={"type": "string", "enum": ["delivered", "failing", "pending"]},
-        created_at=_TIME,
-        delivered_at=_NULLABLE_TIME,
-        attempts={"type": "integer"},
-        next_attempt_at=_NULLABLE_TIME,
-        last_status={"type": ["integer", "null"]},
-        last_error={"type": ["string", "null"]},
-    ),
-    "ResyncRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "therapists": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            "all": {"type": "boolean", "default": False},
-            "full": {"type": "boolean", "default": False},
-            "dry_run": {"type": "boolean", "default": False},
-        },
-        "description": 'Either "therapists" or "all": true.',
-    },
-    "ConnectLinkRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["therapist_id"],
-        "properties": {
-            "therapist_id": {"type": "string", "minLength": 1, "maxLength": 200},
-            "days": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": 90,
-                "description": "how long the link stays valid (default: [connect] link_days, 7)",
-            },
-        },
-    },
-    "ConnectLink": _obj(
-        ["therapist_id", "url", "expires_at"],
-        therapist_id={"type": "string"},
-        url={
-            "type": "string",
-            "format": "uri",
-            "description": "<public_url>/connect/<signed token>: send it to the therapist only",
-        },
-        expires_at=_TIME,
-    ),
-    "Erased": _obj(
-        ["found", "sessions", "offers", "reserved_slots", "history", "notifications"],
-        found={"type": "boolean", "description": "false: nothing was stored about them"},
-        sessions=_COUNT,
-        offers=_COUNT,
-        reserved_slots=_COUNT,
-        history=_COUNT | {"description": "stored inbound event bodies"},
-        inbound_events=_COUNT,
-        notifications=_COUNT | {"description": "outbox notifications naming them"},
-        conflicts=_COUNT,
-        connections=_COUNT | {"description": "calendar connections removed (therapist)"},
-        calendar_entries_removed=_COUNT,
-        calendars_pending={
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "therapists whose calendars the daemon's next pass cleans",
-        },
-        calendars_left={
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "connections needing re-authorisation: entries may remain there",
-        },
-    ),
-    "ResyncResult": _obj(
-        ["therapist_id", "busy", "connections", "errors"],
-        therapist_id={"type": "string"},
-        busy={"type": "boolean", "description": "a pass was running; nothing was done"},
-        connections={
-            "type": "array",
-            "items": _obj(
-                ["connection_id", "applied", "drift", "error", "actions"],
-                connection_id={"type": "integer"},
-                applied={"type": "integer"},
-                drift={"type": "integer"},
-                error={"type": ["string", "null"]},
-                actions={
-                    "type": "array",
-                    "items": _obj(
-                        ["op", "uid", "description"],
-                        op={
-                            "type": "string",
-                            "enum": ["create", "update", "delete", "forget", "rehash"],
-                        },
-                        uid={"type": ["string", "null"]},
-                        description={"type": "string"},
-                    ),
-                },
-            ),
-        },
-        errors={"type": "array", "items": {"type": "string"}},
-    ),
-}
 
 PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
             "summary": "Liveness: 200 while the process runs",
-            "responses": {"200": _json(_obj(["status"], status={"const": "ok"}), "alive")},
+            "responses": {"200": body(obj(["status"], status={"const": "ok"}), "alive")},
         }
     },
     "/readyz": {
         "get": {
             "summary": "Readiness: the database answers SELECT 1 within 2 s",
             "responses": {
-                "200": _json(_obj(["status"], status={"const": "ready"}), "ready"),
-                "503": _json(
-                    _obj(
+                "200": body(obj(["status"], status={"const": "ready"}), "ready"),
+                "503": body(
+                    obj(
                         ["status", "reason"],
                         status={"const": "unavailable"},
                         reason={"type": "string"},
@@ -279,7 +57,7 @@ PATHS: dict[str, Any] = {
     PATH: {
         "get": {
             "summary": "This document",
-            "responses": {"200": _json({"type": "object"}, "the OpenAPI 3.1 document")},
+            "responses": {"200": body({"type": "object"}, "the OpenAPI 3.1 document")},
         }
     },
     "/v1/events": {
@@ -299,10 +77,10 @@ PATHS: dict[str, Any] = {
                     "application/json": {
                         "schema": {
                             "oneOf": [
-                                _ref("PlatformEvent"),
+                                ref("PlatformEvent"),
                                 {
                                     "type": "array",
-                                    "items": _ref("PlatformEvent"),
+                                    "items": ref("PlatformEvent"),
                                     "minItems": 1,
                                     "maxItems": 500,
                                 },
@@ -312,39 +90,39 @@ PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "200": _json(
-                    _obj(["results"], results={"type": "array", "items": _ref("EventResult")}),
+                "200": body(
+                    obj(["results"], results={"type": "array", "items": ref("EventResult")}),
                     "one result per event, in order",
                 ),
-                "400": _error("BadRequest"),
-                "401": _error("Unauthorized"),
-                "413": _error("TooLarge"),
-                "429": _error("TooManyFailures"),
-                "503": _error("Unavailable"),
+                "400": error_ref("BadRequest"),
+                "401": error_ref("Unauthorized"),
+                "413": error_ref("TooLarge"),
+                "429": error_ref("TooManyFailures"),
+                "503": error_ref("Unavailable"),
             },
         }
     },
     "/v1/therapists/{id}/availability": {
         "get": {
             "summary": "A therapist's free slots",
-            "security": _READ,
+            "security": READ,
             "parameters": [
                 {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "from", "in": "query", "schema": _TIME, "description": "default: now"},
-                {"name": "to", "in": "query", "schema": _TIME, "description": "default: +7 days"},
+                {"name": "from", "in": "query", "schema": TIME, "description": "default: now"},
+                {"name": "to", "in": "query", "schema": TIME, "description": "default: +7 days"},
             ],
             "responses": {
-                "200": _json(_ref("Availability"), "the slots and where busy time came from"),
-                "400": _error("BadRequest"),
-                **_AUTH_ERRORS,
-                "404": _error("NotFound"),
+                "200": body(ref("Availability"), "the slots and where busy time came from"),
+                "400": error_ref("BadRequest"),
+                **AUTH_ERRORS,
+                "404": error_ref("NotFound"),
             },
         }
     },
     "/v1/conflicts": {
         "get": {
             "summary": "Overlaps between platform entries and the therapist's own busy time",
-            "security": _READ,
+            "security": READ,
             "parameters": [
                 {"name": "therapist", "in": "query", "schema": {"type": "string"}},
                 {
@@ -355,39 +133,39 @@ PATHS: dict[str, Any] = {
                 },
             ],
             "responses": {
-                "200": _json(
-                    _obj(["conflicts"], conflicts={"type": "array", "items": _ref("Conflict")}),
+                "200": body(
+                    obj(["conflicts"], conflicts={"type": "array", "items": ref("Conflict")}),
                     "the conflicts, by start",
                 ),
-                **_AUTH_ERRORS,
+                **AUTH_ERRORS,
             },
         }
     },
     "/v1/admin/therapists": {
         "get": {
             "summary": "Sync status per therapist and connection (as `syncd status`)",
-            "security": _READ,
+            "security": READ,
             "responses": {
-                "200": _json(
-                    _obj(
+                "200": body(
+                    obj(
                         ["therapists"],
-                        therapists={"type": "array", "items": _ref("TherapistStatus")},
+                        therapists={"type": "array", "items": ref("TherapistStatus")},
                     ),
                     "one row per therapist and connection",
                 ),
-                **_AUTH_ERRORS,
+                **AUTH_ERRORS,
             },
         }
     },
     "/v1/admin/replicas": {
         "get": {
             "summary": "The daemon processes sharing this database and the leases each holds",
-            "security": _READ,
+            "security": READ,
             "responses": {
-                "200": _json(
-                    _obj(
+                "200": body(
+                    obj(
                         ["replicas", "leases"],
-                        replicas={"type": "array", "items": _ref("Replica")},
+                        replicas={"type": "array", "items": ref("Replica")},
                         leases={
                             "type": "object",
                             "additionalProperties": {"type": "integer"},
@@ -396,14 +174,14 @@ PATHS: dict[str, Any] = {
                     ),
                     "registered replicas, oldest first",
                 ),
-                **_AUTH_ERRORS,
+                **AUTH_ERRORS,
             },
         }
     },
     "/v1/admin/outbox": {
         "get": {
             "summary": "The newest notifications to the platform and the pending summary",
-            "security": _READ,
+            "security": READ,
             "parameters": [
                 {
                     "name": "limit",
@@ -412,21 +190,21 @@ PATHS: dict[str, Any] = {
                 }
             ],
             "responses": {
-                "200": _json(
-                    _obj(
+                "200": body(
+                    obj(
                         ["summary", "notifications"],
-                        summary=_obj(
+                        summary=obj(
                             ["pending", "oldest_pending_created_at", "failing"],
                             pending={"type": "integer"},
-                            oldest_pending_created_at=_NULLABLE_TIME,
+                            oldest_pending_created_at=NULLABLE_TIME,
                             failing={"type": "integer"},
                         ),
-                        notifications={"type": "array", "items": _ref("Notification")},
+                        notifications={"type": "array", "items": ref("Notification")},
                     ),
                     "newest first",
                 ),
-                "400": _error("BadRequest"),
-                **_AUTH_ERRORS,
+                "400": error_ref("BadRequest"),
+                **AUTH_ERRORS,
             },
         }
     },
@@ -444,13 +222,13 @@ PATHS: dict[str, Any] = {
             "security": [{"bearer": ["admin"]}],
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("ConnectLinkRequest")}},
+                "content": {"application/json": {"schema": ref("ConnectLinkRequest")}},
             },
             "responses": {
-                "201": _json(_ref("ConnectLink"), "the link and when it expires"),
-                "400": _error("BadRequest"),
-                **_AUTH_ERRORS,
-                "404": _error("NotFound"),
+                "201": body(ref("ConnectLink"), "the link and when it expires"),
+                "400": error_ref("BadRequest"),
+                **AUTH_ERRORS,
+                "404": error_ref("NotFound"),
             },
         }
     },
@@ -460,21 +238,21 @@ PATHS: dict[str, Any] = {
             "security": [{"bearer": ["admin"]}],
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("ResyncRequest")}},
+                "content": {"application/json": {"schema": ref("ResyncRequest")}},
             },
             "responses": {
-                "200": _json(
-                    _obj(
+                "200": body(
+                    obj(
                         ["dry_run", "full", "results"],
                         dry_run={"type": "boolean"},
                         full={"type": "boolean"},
-                        results={"type": "array", "items": _ref("ResyncResult")},
+                        results={"type": "array", "items": ref("ResyncResult")},
                     ),
                     "per therapist: the planned (dry run) or applied actions, and errors",
                 ),
-                "400": _error("BadRequest"),
-                **_AUTH_ERRORS,
-                "404": _error("NotFound"),
+                "400": error_ref("BadRequest"),
+                **AUTH_ERRORS,
+                "404": error_ref("NotFound"),
             },
         }
     },
@@ -490,10 +268,10 @@ def _forget(who: str, extra: list[dict[str, Any]]) -> dict[str, Any]:
             "security": [{"bearer": ["admin"]}],
             "parameters": [_ID, *extra],
             "responses": {
-                "200": _json(_ref("Erased"), "what was erased (counts only)"),
-                "400": _error("BadRequest"),
-                **_AUTH_ERRORS,
-                "409": _error("NotErased"),
+                "200": body(ref("Erased"), "what was erased (counts only)"),
+                "400": error_ref("BadRequest"),
+                **AUTH_ERRORS,
+                "409": error_ref("NotErased"),
             },
         }
     }
@@ -513,7 +291,7 @@ PATHS["/v1/admin/therapists/{id}"] = _forget(
 )
 
 _RESPONSES = {
-    name: _json(_ref("Error"), text)
+    name: body(ref("Error"), text)
     for name, text in [
         ("BadRequest", "a malformed request"),
         ("Unauthorized", "missing or invalid credentials (the error says which)"),
@@ -525,7 +303,7 @@ _RESPONSES = {
     ]
 }
 _RESPONSES["TooManyFailures"] = {
-    **_json(_ref("Error"), "too many failed credential checks from this address ([limits])"),
+    **body(ref("Error"), "too many failed credential checks from this address ([limits])"),
     "headers": {
         "Retry-After": {
             "description": "seconds until this address may try again",
