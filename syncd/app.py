@@ -28,9 +28,9 @@ from syncd.store import database
 if TYPE_CHECKING:
     from connectors.base import Connector
     from connectors.google import GoogleSettings
+    from syncd.delivery import Deliverer
     from syncd.engine import Engine
     from syncd.ingest import Ingestor
-    from syncd.outbox import Deliverer
     from syncd.store.tables import ConnectionRow
 
 GOOGLE_SECRET_ENV = "SYNCD_GOOGLE_CLIENT_SECRET"  # noqa: S105 - a variable name
@@ -214,7 +214,7 @@ class App:
 
     def deliverer(self) -> Deliverer:
         """The outbox delivery worker (sends nothing without a ``[platform] webhook_url``)."""
-        from syncd.outbox import Deliverer
+        from syncd.delivery import Deliverer
 
         return Deliverer(
             self.sessions,

@@ -7,7 +7,6 @@ identical. Everything past this module works with :mod:`syncd.domain` objects on
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from syncd import domain as d
+from syncd.json_input import JSONError, one_line, parse_json
 
 EVENT_TYPES = ("therapist.upserted", "session.upserted", "offer.upserted", "reserved_slot.upserted")
 
@@ -37,15 +37,11 @@ class ContractError(ValueError):
 
     def __init__(self, field: str, rule: str, message: str) -> None:
         # Field names and values come from the sender: escape line breaks to keep one line.
-        field, message = _one_line(field), _one_line(message)
+        field, message = one_line(field), one_line(message)
         super().__init__(f"{field}: {message} [rule: {rule}]")
         self.field = field
         self.rule = rule
         self.message = message
-
-
-def _one_line(text: str) -> str:
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _check_zone(name: str) -> str:
@@ -299,22 +295,6 @@ def _first_error(exc: ValidationError) -> ContractError:
     elif rule == "timezone_aware":
         message = "naive datetime: an offset or Z is required"
     return ContractError(field, rule, message)
-
-
-class JSONError(ValueError):
-    """A body that is not JSON syntax syncd accepts; ``str()`` is the one line to answer."""
-
-
-def parse_json(raw: str | bytes) -> Any:
-    """``json.loads`` with every way it refuses input as one error type: bad syntax, bad UTF-8,
-    nesting beyond the recursion limit, and integers of more than 4,300 digits (Python refuses
-    those with a plain ValueError, as a guard against quadratic-time conversion)."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise JSONError("malformed JSON (nested too deeply)") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the digit limit
-        raise JSONError(f"malformed JSON ({_one_line(str(exc))[:300]})") from None
 
 
 def load_json(raw: str | bytes) -> dict[str, Any]:

@@ -17,18 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from apscheduler.events import (
-    EVENT_JOB_ERROR,
-    EVENT_JOB_EXECUTED,
-    EVENT_JOB_SUBMITTED,
-    JobEvent,
-)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import expiry, logs, retention, watch
 from syncd.app import App
 from syncd.config import ConfigError, google_push_problem
 from syncd.engine import Engine, PassReport
+from syncd.jobs import JobsInFlight
 from syncd.lifecycle import Lifecycle
 from syncd.metrics import Metrics
 from syncd.notify import Notifier
@@ -41,40 +36,6 @@ log = logging.getLogger(__name__)
 
 # A replica killed without shutting down keeps its registry row (shown as not alive) this long.
 REPLICA_FORGET_AFTER = timedelta(hours=1)
-
-
-class _JobsInFlight:
-    """Counts scheduler jobs between submission and completion. APScheduler's asyncio executor
-    stops by cancelling the jobs still in flight and logs each as an error with a traceback
-    ending in CancelledError; a stop instead pauses the scheduler and lets them end (they are
-    short: a wake-up, a heartbeat, a sweep), and only cancels what is left after a bound."""
-
-    SETTLE_TIMEOUT = 10.0
-
-    def __init__(self, scheduler: AsyncIOScheduler) -> None:
-        self.running = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-        scheduler.add_listener(
-            self._event, EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
-        )
-
-    def _event(self, event: JobEvent) -> None:  # on the event loop's thread
-        if event.code == EVENT_JOB_SUBMITTED:
-            self.running += 1
-            self.idle.clear()
-        else:
-            self.running = max(0, self.running - 1)
-            if not self.running:
-                self.idle.set()
-
-    async def settle(self, scheduler: AsyncIOScheduler) -> None:
-        scheduler.pause()
-        try:
-            await asyncio.wait_for(self.idle.wait(), self.SETTLE_TIMEOUT)
-        except TimeoutError:
-            log.warning("%d scheduler jobs still running at shutdown; cancelling", self.running)
-        scheduler.shutdown(wait=False)
 
 
 class Daemon:
@@ -220,7 +181,7 @@ class Daemon:
             self.listener = wakeups.Listener(self.app.db.url, notified)
             self.listener.start()
         self._scheduler = scheduler
-        jobs = _JobsInFlight(scheduler)
+        jobs = JobsInFlight(scheduler)
         scheduler.start()
         log.info(
             "syncd running as %s (database %s)", self.owner, self.app.db.url.render_as_string()
@@ -239,7 +200,7 @@ class Daemon:
             await jobs.settle(scheduler)
             if self._sweeping is not None and not self._sweeping.done():
                 # A sweep requested by NOTIFY: it ends at its next check of stopping.
-                await asyncio.wait([self._sweeping], timeout=_JobsInFlight.SETTLE_TIMEOUT)
+                await asyncio.wait([self._sweeping], timeout=JobsInFlight.SETTLE_TIMEOUT)
             if self.listener is not None:
                 await loop.run_in_executor(None, self.listener.stop)
             if self.web is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from syncd import operations
@@ -329,7 +329,8 @@ def forget_therapist(app: App, therapist_id: str, *, keep_calendar_entries: bool
         with app.sessions.begin() as s:
             _erase_therapist(s, therapist_id, app.clock(), out)
     except BaseException:
-        _give_back(app, therapist_id, owner, queued)
+        with app.sessions.begin() as s:  # nothing erased: the queue is left as it was
+            queue.give_back(s, therapist_id, owner, existed=queued)
         raise
     log.info("erased therapist %s and %d sessions", therapist_id, out.sessions)
     return out
@@ -347,17 +348,6 @@ def _take_lease(app: App, therapist_id: str, owner: str, lease: timedelta) -> No
                 f"a pass for therapist {therapist_id!r} is still running; try again shortly"
             )
         time.sleep(0.2)
-
-
-def _give_back(app: App, therapist_id: str, owner: str, queued: bool) -> None:
-    """Release the lease of an erasure that did not happen, leaving the queue as it was (no
-    pass ran, so nothing about its schedule changes)."""
-    with app.sessions.begin() as s:
-        mine = (SyncQueueRow.therapist_id == therapist_id, SyncQueueRow.lease_owner == owner)
-        if queued:
-            s.execute(update(SyncQueueRow).where(*mine).values(lease_owner=None, lease_until=None))
-        else:
-            s.execute(delete(SyncQueueRow).where(*mine))
 
 
 def _erase_therapist(s: Session, tid: str, now: datetime, out: Erased) -> None:

@@ -31,7 +31,7 @@ from connectors.caldav import CalDAVConnector, CalDAVSettings
 from connectors.egress import EgressPolicy, check_url, refusal
 from connectors.errors import ConnectorError, DestinationRefused
 from connectors.google import GoogleConnector, GoogleSettings
-from syncd import google_auth, operations, outbox
+from syncd import delivery, google_auth, operations, outbox
 from syncd.app import App
 from syncd.config import PlatformConfig, load
 from syncd.store.tables import ConnectionRow, OutboxRow
@@ -275,7 +275,7 @@ def test_the_webhook_is_refused_before_connecting(
             outbox.enqueue(s, "availability.changed", {"therapist_id": "t-1"}, app.clock())
         config = PlatformConfig(webhook_url=f"http://platform.test:{tripwire.port}/hook")
         policy = EgressPolicy(resolver=Names(platform_test=address))
-        with outbox.Deliverer(app.sessions, config, b"secret", app.clock, egress=policy) as d:
+        with delivery.Deliverer(app.sessions, config, b"secret", app.clock, egress=policy) as d:
             assert d.deliver_due() == 0
         with app.sessions() as s:
             row = s.scalars(select(OutboxRow)).one()

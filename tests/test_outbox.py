@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from syncd import outbox
+from syncd import delivery, outbox
 from syncd.app import App
 from syncd.cli import main
 from syncd.config import PlatformConfig
@@ -481,8 +481,8 @@ def test_connection_errors_and_timeouts_are_recorded_and_retried(
     try:
         event_id = notify(app, therapist_id="t-1", client_name="Jane Doe")
         refused = PlatformConfig(webhook_url=f"http://127.0.0.1:{closed_port}/", timeout=2)
-        with caplog.at_level(logging.DEBUG, logger="syncd.outbox"):
-            with outbox.Deliverer(app.sessions, refused, SECRET, clock, egress=LOOPBACK_OK) as d:
+        with caplog.at_level(logging.DEBUG, logger="syncd.delivery"):
+            with delivery.Deliverer(app.sessions, refused, SECRET, clock, egress=LOOPBACK_OK) as d:
                 assert d.deliver_due() == 0
             row = row_of(app, event_id)
             assert row.attempts == 1 and row.last_status is None
@@ -491,7 +491,7 @@ def test_connection_errors_and_timeouts_are_recorded_and_retried(
             clock.advance(3600)
             receiver.stall.set()  # the platform accepts the connection and never answers
             slow = PlatformConfig(webhook_url=receiver.url, timeout=0.3)
-            with outbox.Deliverer(app.sessions, slow, SECRET, clock, egress=LOOPBACK_OK) as d:
+            with delivery.Deliverer(app.sessions, slow, SECRET, clock, egress=LOOPBACK_OK) as d:
                 assert d.deliver_due() == 0
             receiver.release.set()
             row = row_of(app, event_id)
@@ -513,7 +513,7 @@ def test_a_broken_client_or_database_never_raises(tmp_path: Path, clock: Clock) 
             raise RuntimeError("bug in a transport")
 
         client = httpx.Client(transport=httpx.MockTransport(explode))
-        with outbox.Deliverer(app.sessions, cfg, SECRET, clock, client) as d:
+        with delivery.Deliverer(app.sessions, cfg, SECRET, clock, client) as d:
             assert d.deliver_due() == 0
         client.close()
         row = row_of(app, event_id)
@@ -523,7 +523,7 @@ def test_a_broken_client_or_database_never_raises(tmp_path: Path, clock: Clock) 
         missing.dispose()
         (tmp_path / "nowhere" / "x").rmdir()
         broken = database.session_factory(missing)
-        with outbox.Deliverer(broken, cfg, SECRET, clock) as d:
+        with delivery.Deliverer(broken, cfg, SECRET, clock) as d:
             assert d.deliver_due() == 0
     finally:
         app.close()

@@ -10,7 +10,7 @@ import sys
 # modules already imported can have raised them.
 _OURS = {
     "syncd.config": ("ConfigError",),
-    "syncd.operations": ("OperationError",),
+    "syncd.errors": ("OperationError",),
     "syncd.secrets": ("SecretError",),
     "syncd.store.database": ("MissingDatabase", "WrongUser"),
     "syncd.feeds": ("FeedExists",),

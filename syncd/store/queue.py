@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from syncd.store import wakeups
@@ -110,6 +110,16 @@ def acquire(s: Session, therapist_id: str, owner: str, now: datetime, lease: tim
     ).first()
     s.commit()
     return won is not None
+
+
+def give_back(s: Session, therapist_id: str, owner: str, *, existed: bool) -> None:
+    """Undo ``acquire`` for work that did not happen: the lease is dropped and the queue left
+    as it was (its row removed if ``acquire`` made it), so nothing about the schedule changes."""
+    mine = (SyncQueueRow.therapist_id == therapist_id, SyncQueueRow.lease_owner == owner)
+    if existed:
+        s.execute(update(SyncQueueRow).where(*mine).values(lease_owner=None, lease_until=None))
+    else:
+        s.execute(delete(SyncQueueRow).where(*mine))
 
 
 def holder(s: Session, therapist_id: str, now: datetime) -> str | None:

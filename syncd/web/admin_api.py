@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 from syncd import erasure, operations, outbox
 from syncd.app import App
 from syncd.auth import Scope
-from syncd.contract import JSONError, parse_json
+from syncd.json_input import JSONError, parse_json
 from syncd.store import replicas
 from syncd.web.host import Host
 from syncd.web.responses import error_response

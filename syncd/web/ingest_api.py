@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from syncd.app import App
-from syncd.contract import JSONError, parse_json
 from syncd.ingest import Ingestor, Outcome, Result
+from syncd.json_input import JSONError, parse_json
 from syncd.ratelimit import Kind
 from syncd.secrets import SecretError, read_secret_file
 from syncd.web import security
