@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 
 class Applier:
-    """Writes one connection's actions; ``policy`` is read at every call, so a reloaded retry
-    policy applies to the next write."""
+    """Writes planned actions through a connector and records each; ``policy`` is read at every
+    call, so a reloaded retry policy applies to the next write."""
 
     def __init__(
         self,
@@ -207,6 +207,7 @@ class Applier:
         return item
 
     def create(self, connector: Connector, name: str, body: str) -> RemoteItem:
+        """Create ``name``; one already there is ours and is overwritten."""
         try:
             return self._retry(lambda: connector.create(name, body))
         except AlreadyExists as exc:
@@ -218,6 +219,7 @@ class Applier:
     def update(
         self, connector: Connector, href: str, body: str, etag: str, name: str
     ) -> RemoteItem:
+        """Update ``href`` if still at ``etag``; else overwrite it, or create it when gone."""
         try:
             return self._retry(lambda: connector.update(href, body, etag))
         except PreconditionFailed:
@@ -228,6 +230,7 @@ class Applier:
             return self.create(connector, name, body)
 
     def delete(self, connector: Connector, href: str, etag: str | None) -> None:
+        """Delete ``href``; gone already is as good as deleted."""
         try:
             self._retry(lambda: connector.delete(href, etag))
         except NotFound:

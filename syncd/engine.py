@@ -1,8 +1,9 @@
-"""One sync pass for one therapist: project → observe → plan → apply (DESIGN.md §4).
+"""One sync pass for one therapist: project → observe → plan → apply (DESIGN.md §4), then
+step 5, reconcile.
 
-Each applied action is committed to the mirror status table right after the server accepted it,
-so a crash anywhere leaves at worst one write the table does not know about; the planner adopts
-it on the next pass (the resource name is derived from the UID, so it is never duplicated).
+Here: the connectors kept across passes, the observe/plan rounds, and what an error does to a
+connection (backoff, re-authorisation with one notification). The writes themselves, each
+recorded as soon as the server accepted it, are :mod:`syncd.apply`'s.
 """
 
 from __future__ import annotations
