@@ -1,5 +1,6 @@
 """The daemon's HTTP service: one port, served by uvicorn on the daemon's own event loop.
 
 ``server`` runs it; ``app`` builds the Starlette application (health checks, JSON errors, the
-body-size limit) and holds the registry through which feature modules add their routes.
+body-size limit) and lists every feature module's routes; ``host`` is what routes may ask of the
+daemon that serves them.
 """
