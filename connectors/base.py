@@ -1,4 +1,19 @@
-"""The connector interface: the only thing the engine knows about a calendar provider."""
+"""The connector interface: the only thing the engine knows about a calendar provider.
+
+:class:`Connector` is what every provider does. What only some do is a capability, declared
+here as its own small protocol and reached through an accessor of the connector that answers
+the capability or None (``connector.busy_reader()``, ``connector.batch_writer()``, ...), so a
+caller never asks which provider it has, nor probes for a method by name:
+
+- :class:`BusyReader`: read the therapist's busy time in their own calendars;
+- :class:`BatchWriter`: send many writes in one request;
+- :class:`CalendarOwner`: remove the whole calendar syncd created;
+- :class:`ChangeWatcher`: open and stop push channels that announce remote changes;
+- :class:`AccessRevoker`: ask the provider to forget the grant the connector holds.
+
+A connector whose accessor returns ``self`` states, in a form mypy checks, that it implements
+the capability.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +21,7 @@ from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 from connectors.errors import ConnectorError
 
@@ -94,6 +109,18 @@ class Connector(Protocol):
 
     def close(self) -> None: ...
 
+    # -- optional capabilities: each answers the capability, or None where there is none --------
+
+    def busy_reader(self) -> BusyReader | None: ...
+
+    def batch_writer(self) -> BatchWriter | None: ...
+
+    def calendar_owner(self) -> CalendarOwner | None: ...
+
+    def change_watcher(self) -> ChangeWatcher | None: ...
+
+    def access_revoker(self) -> AccessRevoker | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Write:
@@ -107,7 +134,6 @@ class Write:
     etag: str | None = None
 
 
-@runtime_checkable
 class BatchWriter(Protocol):
     """The batch hook: providers that can send many writes in one request implement it. Each
     result is the written item (None for a delete) or the typed error of that part alone."""
@@ -158,7 +184,6 @@ class BusyOptions:
         return self.tentative_busy or not tentative
 
 
-@runtime_checkable
 class BusyReader(Protocol):
     def calendars(self) -> list[CalendarInfo]: ...
 
@@ -171,4 +196,53 @@ class BusyReader(Protocol):
     ) -> list[BusyInterval]:
         """Busy intervals overlapping [start, end) in the given calendars (refs). Never counts
         syncd's own entries, TRANSPARENT or CANCELLED events; recurring events expanded."""
+        ...
+
+
+# -- owning, watching, revoking ------------------------------------------------------------------
+
+
+class CalendarOwner(Protocol):
+    """The provider lets syncd remove a whole calendar, which it does on disconnect when the
+    calendar is syncd's own (the caller knows that from the stored connection)."""
+
+    def delete_calendar(self) -> bool:
+        """Delete the connector's calendar with everything in it. False when the server
+        acknowledged but the calendar is still there: the caller then removes syncd's entries
+        one by one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WatchChannel:
+    """A push channel the provider opened: it announces changes of the connector's calendar
+    at the address given until ``expires_at``. ``resource_id`` is the provider's name for what
+    is watched, needed to stop the channel (None when it gave none)."""
+
+    id: str
+    resource_id: str | None
+    expires_at: datetime  # aware UTC
+
+
+class ChangeWatcher(Protocol):
+    """The provider pushes change notifications to an HTTPS address (Google's watch channels;
+    Microsoft Graph's subscriptions are the same shape)."""
+
+    def watch(self, channel_id: str, address: str, token: str, ttl: int) -> WatchChannel:
+        """Open channel ``channel_id`` to ``address`` for ``ttl`` seconds; every notification
+        carries ``token``, so the receiver can tell it from a forgery."""
+        ...
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        """Stop a channel; one the provider no longer knows counts as stopped."""
+        ...
+
+
+class AccessRevoker(Protocol):
+    """The connector holds a grant the provider can be asked to forget (an OAuth refresh
+    token), as disconnecting should. A password cannot be revoked this way."""
+
+    def revoke_access(self) -> None:
+        """Ask the provider to forget the grant. Raises only :mod:`connectors.errors` types;
+        an already revoked grant is not an error."""
         ...

@@ -60,6 +60,12 @@ class ProtocolError(ConnectorError):
     """The server answered something we cannot interpret (permanent, not retried)."""
 
 
+class NotBatched(ConnectorError):
+    """A part of a batch (:class:`connectors.base.BatchWriter`) the connector did not send
+    because it takes more than one request (Google: a series whose occurrences must be put
+    back). Nothing was written: the caller sends it through the single-write path."""
+
+
 class BusyIncomplete(ConnectorError):
     """Busy time was read for some calendars but not for others (Google's freeBusy answers an
     error per calendar). ``intervals`` holds what was read; ``failed`` maps each calendar ref

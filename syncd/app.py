@@ -27,6 +27,7 @@ from syncd.store import database
 
 if TYPE_CHECKING:
     from connectors.base import Connector
+    from connectors.caldav import ServerMemory
     from connectors.google import GoogleSettings
     from syncd.delivery import Deliverer
     from syncd.engine import Engine
@@ -53,6 +54,8 @@ class App:
     create_key: bool = True
     _box: SecretBox | None = field(default=None, repr=False)
     _box_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # What the CalDAV connectors this process makes learn about servers, shared between them.
+    _caldav_memory: ServerMemory | None = field(default=None, repr=False)
 
     @classmethod
     def open(
@@ -109,8 +112,11 @@ class App:
 
     def connector_for(self, row: ConnectionRow) -> Connector:
         if row.provider == "caldav":
-            from connectors.caldav import CalDAVConnector, CalDAVSettings
+            from connectors.caldav import CalDAVConnector, CalDAVSettings, ServerMemory
 
+            with self._box_lock:
+                if self._caldav_memory is None:
+                    self._caldav_memory = ServerMemory()
             c = self.config.caldav
             return CalDAVConnector(
                 CalDAVSettings(
@@ -122,7 +128,8 @@ class App:
                     calendar_id=c.calendar_id,
                     timeout=c.timeout,
                     egress=self.egress,
-                )
+                ),
+                self._caldav_memory,
             )
         if row.provider == "google":
             from connectors.google import GoogleConnector
@@ -144,6 +151,7 @@ class App:
             client_secret=self.google_client_secret(),
             url=g.api_url,
             token_uri=g.token_url,
+            revoke_uri=g.revoke_url,
             calendar_url=calendar_url,
             calendar_name=g.calendar_name,
             timeout=g.timeout,

@@ -59,7 +59,8 @@ class Applier:
     ) -> None:
         """Write ``actions`` (in batches where the connector has the batch hook); ``done`` is
         told of each one applied and recorded."""
-        if not isinstance(connector, BatchWriter) or connector.max_batch <= 1:
+        writer = connector.batch_writer()
+        if writer is None or writer.max_batch <= 1:
             self._apply_each(connector, connection_id, actions, done)
             return
         remote = [a for a in actions if a.op not in LOCAL_OPS]
@@ -67,19 +68,19 @@ class Applier:
             if action.op in LOCAL_OPS:
                 self._apply(connector, connection_id, action)
                 done(action)
-        for i in range(0, len(remote), connector.max_batch):
-            chunk = remote[i : i + connector.max_batch]
-            for action in self._apply_batch(connector, connection_id, chunk):
+        for i in range(0, len(remote), writer.max_batch):
+            chunk = remote[i : i + writer.max_batch]
+            for action in self._apply_batch(connector, writer, connection_id, chunk):
                 done(action)
 
     def _apply_batch(
-        self, connector: BatchWriter, connection_id: int, chunk: list[Action]
+        self, connector: Connector, writer: BatchWriter, connection_id: int, chunk: list[Action]
     ) -> list[Action]:
         """One batch request; parts that failed go through the single-write path, with its
         retries and fallbacks (adopt on 409, re-read on 412, re-create on 404), so none is lost."""
         now = self._clock()
         writes = [self._write_for(a, now) for a in chunk]
-        results = self._retry(lambda: connector.write_many(writes))
+        results = self._retry(lambda: writer.write_many(writes))
         recorded: list[tuple[Action, RemoteItem | None]] = []
         retry_single: list[Action] = []
         throttled: list[Transient] = []
@@ -101,7 +102,7 @@ class Applier:
 
         self._commit(record)
         for action in retry_single:
-            self._apply(connector, connection_id, action)  # type: ignore[arg-type]
+            self._apply(connector, connection_id, action)
         if throttled:
             hints = [t.retry_after for t in throttled if t.retry_after is not None]
             raise Transient(

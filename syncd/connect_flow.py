@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from connectors.base import BusyReader, CalendarInfo
+from connectors.base import CalendarInfo
 from connectors.egress_http import httpx_client
 from connectors.errors import ConnectorError, DestinationRefused
 from syncd import caldav_discovery, caldav_presets, connect_links, operations
@@ -197,9 +197,10 @@ def busy_choices(app: App, therapist_id: str, connection_id: int) -> list[BusyCh
     row = connection_of(app, therapist_id, connection_id)
     connector = app.connector_for(row)
     try:
-        if not isinstance(connector, BusyReader):
+        reader = connector.busy_reader()
+        if reader is None:
             return []
-        listed = connector.calendars()
+        listed = reader.calendars()
     except ConnectorError as exc:
         raise ConnectProblem(
             Problem("We could not read your list of calendars. Please try again.", str(exc))

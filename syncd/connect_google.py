@@ -16,7 +16,7 @@ from sqlalchemy import select
 from connectors.base import CalendarInfo
 from connectors.errors import ConnectorError
 from connectors.google import GoogleConnector
-from connectors.google_scopes import ConnectionMode, scopes_for
+from connectors.google.scopes import ConnectionMode, scopes_for
 from syncd import connect_links, google_auth
 from syncd.app import App
 from syncd.caldav_presets import Problem

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from connectors.egress_http import httpx_client
 from connectors.errors import ConnectorError, DestinationRefused
-from connectors.google_scopes import mode_for, scopes_for
+from connectors.google.scopes import mode_for, scopes_for
 from syncd.app import App
 from syncd.errors import OperationError
 from syncd.store import queue
@@ -208,8 +208,10 @@ def complete(app: App, state: str, code: str) -> int:
 
 def revoke(app: App, refresh_token: str) -> None:
     """Ask Google to forget the grant; failures are logged, never fatal (the token is dropped)."""
+    from connectors.google.push import revoke_grant  # the client library, only when used
+
+    g = app.config.google
     try:
-        with httpx_client(app.egress, timeout=app.config.google.timeout) as client:
-            client.post(app.config.google.revoke_url, data={"token": refresh_token})
-    except (httpx.HTTPError, DestinationRefused) as exc:
+        revoke_grant(refresh_token, g.revoke_url, app.egress, g.timeout)
+    except ConnectorError as exc:
         log.warning("could not revoke a Google token: %s", exc)

@@ -11,13 +11,14 @@ from urllib.parse import urljoin
 
 from sqlalchemy import delete, select
 
-from connectors.base import BusyReader, CalendarInfo
+from connectors.base import CalendarInfo
 from connectors.errors import ConnectorError, DestinationRefused, NotFound
 from syncd import availability, occupancy, outbox, reconcile
 from syncd import domain as d
-from syncd.app import App
+from syncd.app import App, UnknownProvider
 from syncd.errors import ConnectFailed, OperationError, UrlRefused
 from syncd.resync import ResyncResult, Waiting, all_therapist_ids, resync
+from syncd.secrets import SecretError
 from syncd.status import StatusRow, conflicts, replica_overview, status
 from syncd.store import queue, repo
 from syncd.store.tables import ConnectionRow, DriftRow, MirrorRow, TherapistRow
@@ -119,8 +120,7 @@ def disconnect(
 ) -> int:
     """Remove what syncd wrote (its dedicated calendar whole, or each entry it made), stop push
     notifications, revoke the grant, forget the connection. Returns the entries removed."""
-    # Google's modules load its client library; only a Google connection needs them.
-    from syncd import google_auth, watch
+    from syncd import watch  # push channels, which only some providers have
 
     with app.sessions() as s:
         row = s.get(ConnectionRow, connection_id)
@@ -133,14 +133,13 @@ def disconnect(
         connector = app.connector_for(row)
         try:
             if not keep_events:
-                delete_calendar = getattr(connector, "delete_calendar", None)
-                if not (row.calendar_owned and delete_calendar is not None and delete_calendar()):
+                owner = connector.calendar_owner()
+                if not (row.calendar_owned and owner is not None and owner.delete_calendar()):
                     for entry in entries.values():
                         with contextlib.suppress(NotFound):
                             connector.delete(entry.href, None)
                 removed = len(entries)
-            if row.provider == "google":
-                watch.stop_watch(app, row)
+            watch.stop_watch(app, row)
         except ConnectorError as exc:
             raise OperationError(
                 f"could not remove syncd's entries ({exc}); nothing was forgotten, try again "
@@ -150,8 +149,7 @@ def disconnect(
             connector.close()
     elif not keep_events:
         log.warning("connection %d needs re-authorisation: its entries cannot be removed", row.id)
-    if row.provider == "google":
-        google_auth.revoke(app, app.box.open(row.secret))
+    _revoke(app, row)
     now = app.clock()
     with app.sessions.begin() as s:
         s.execute(delete(MirrorRow).where(MirrorRow.connection_id == connection_id))
@@ -171,6 +169,24 @@ def disconnect(
             now,
         )
     return removed
+
+
+def _revoke(app: App, row: ConnectionRow) -> None:
+    """Ask the provider to forget the connection's grant, where it holds one (OAuth). Best
+    effort: a failure is logged, and the connection is forgotten all the same."""
+    try:
+        connector = app.connector_for(row)
+    except (SecretError, UnknownProvider, ValueError) as exc:
+        log.warning("connection %d: its grant cannot be revoked from here: %s", row.id, exc)
+        return
+    try:
+        revoker = connector.access_revoker()
+        if revoker is not None:
+            revoker.revoke_access()
+    except ConnectorError as exc:
+        log.warning("could not revoke the grant of connection %d: %s", row.id, exc)
+    finally:
+        connector.close()
 
 
 # -- availability, conflicts, busy calendars ------------------------------------------------------
@@ -241,9 +257,10 @@ def calendars(app: App, therapist_id: str) -> list[CalendarChoice]:
     for conn in conns:
         connector = app.connector_for(conn)
         try:
-            if not isinstance(connector, BusyReader):
+            reader = connector.busy_reader()
+            if reader is None:
                 continue
-            for info in connector.calendars():
+            for info in reader.calendars():
                 chosen = conn.busy_calendars
                 counts = (info.ref in chosen) if chosen is not None else not info.is_syncd
                 out.append(CalendarChoice(conn.id, info, counts))

@@ -100,13 +100,14 @@ def refresh_busy(
 ) -> bool:
     """Replace the stored busy time of one connection; on failure keep the last known one and
     flag it once it is older than ``stale_after``. True when it was refreshed."""
-    if not isinstance(connector, BusyReader):
+    reader = connector.busy_reader()
+    if reader is None:
         return False
     window_end = now + timedelta(weeks=cfg.weeks)
     failed: dict[str, str] = {}
     try:
-        refs = selected_calendars(connector, conn)
-        intervals = connector.busy(now, window_end, refs, busy_options(cfg)) if refs else []
+        refs = selected_calendars(reader, conn)
+        intervals = reader.busy(now, window_end, refs, busy_options(cfg)) if refs else []
     except BusyIncomplete as partial:
         # Only the calendars that could not be read keep their last known busy time (and
         # make the connection's busy time stale, with the reason); the others count as read.

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
@@ -35,8 +35,6 @@ def _hash(token: str) -> str:
 def renew_watches(app: App, now: datetime | None = None) -> int:
     """Open a watch channel for every healthy Google connection without one (or whose channel
     ends within a day), then stop the channel it replaces. Returns how many were opened."""
-    from connectors.google import GoogleConnector  # the client library, only when used
-
     g = app.config.google
     if not (g.watch and app.config.http.public_url):
         return 0
@@ -53,13 +51,15 @@ def renew_watches(app: App, now: datetime | None = None) -> int:
     opened = 0
     for row in due:
         connector = app.connector_for(row)
-        assert isinstance(connector, GoogleConnector)
+        watcher = connector.change_watcher()
+        if watcher is None:
+            connector.close()
+            continue
         token = secrets.token_urlsafe(32)
         channel_id = uuid.uuid4().hex
         address = app.config.http.base_url + PUSH_PATH.format(connection_id=row.id)
         try:
-            channel = connector.watch(channel_id, address, token, g.watch_ttl)
-            expires = datetime.fromtimestamp(int(channel.get("expiration", 0)) / 1000, UTC)
+            channel = watcher.watch(channel_id, address, token, g.watch_ttl)
             seen = (
                 ConnectionRow.channel_id.is_(None)
                 if row.channel_id is None
@@ -74,17 +74,17 @@ def renew_watches(app: App, now: datetime | None = None) -> int:
                     .values(
                         channel_id=channel_id,
                         channel_token_hash=_hash(token),
-                        channel_resource_id=channel.get("resourceId"),
-                        channel_expires_at=expires,
+                        channel_resource_id=channel.resource_id,
+                        channel_expires_at=channel.expires_at,
                     )
                     .returning(ConnectionRow.id)
                 ).first()
             if won is None:
-                if channel.get("resourceId"):
-                    connector.stop_channel(channel_id, channel["resourceId"])
+                if channel.resource_id:
+                    watcher.stop_channel(channel_id, channel.resource_id)
                 continue
             if row.channel_id and row.channel_resource_id:
-                connector.stop_channel(row.channel_id, row.channel_resource_id)
+                watcher.stop_channel(row.channel_id, row.channel_resource_id)
             opened += 1
         except ConnectorError as exc:
             log.warning("could not open a watch channel for connection %d: %s", row.id, exc)
@@ -96,12 +96,11 @@ def renew_watches(app: App, now: datetime | None = None) -> int:
 def stop_watch(app: App, row: ConnectionRow) -> None:
     if not (row.channel_id and row.channel_resource_id):
         return
-    from connectors.google import GoogleConnector  # the client library, only when used
-
     connector = app.connector_for(row)
-    assert isinstance(connector, GoogleConnector)
+    watcher = connector.change_watcher()
     try:
-        connector.stop_channel(row.channel_id, row.channel_resource_id)
+        if watcher is not None:
+            watcher.stop_channel(row.channel_id, row.channel_resource_id)
     except ConnectorError as exc:
         log.warning("could not stop watch channel of connection %d: %s", row.id, exc)
     finally:

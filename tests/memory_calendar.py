@@ -9,7 +9,7 @@ is proven against a double that behaves as the real connectors do:
   valid for the calendar that issued them.
 - :class:`MemoryCalendar` is the connector for one of them, made like ``CalDAVSettings``: the
   dedicated calendar ``calendar_id`` (found, or created with ``calendar_name``) or an existing
-  ``calendar_url``. Writes are conditional as connectors/caldav.py reports them (create is
+  ``calendar_url``. Writes are conditional as connectors/caldav/ reports them (create is
   If-None-Match: *, update/delete If-Match), every write gives a fresh ETag, a resource name is
   one path segment, and a UID lives in one resource of a calendar only (CalDAV
   ``no-uid-conflict``). A connector made for any other ``url`` than the server's reaches
@@ -25,7 +25,16 @@ import itertools
 import re
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from connectors.base import Changes, FetchedItem, RemoteItem
+from connectors.base import (
+    AccessRevoker,
+    BatchWriter,
+    BusyReader,
+    CalendarOwner,
+    Changes,
+    ChangeWatcher,
+    FetchedItem,
+    RemoteItem,
+)
 from connectors.errors import (
     AlreadyExists,
     NotFound,
@@ -45,7 +54,7 @@ def uid_of(body: str) -> str | None:
 
 
 def _path_of(url: str) -> str:
-    """The decoded path of a URL, as hrefs are (see connectors/caldav.py), ending in ``/``."""
+    """The decoded path of a URL, as hrefs are (see connectors/caldav/hrefs.py), ending in ``/``."""
     path = unquote(urlsplit(url).path)
     return path if path.endswith("/") else path + "/"
 
@@ -144,7 +153,28 @@ class MemoryServer:
         return self.calendars.get(href.rsplit("/", 1)[0] + "/")
 
 
-class MemoryCalendar:
+class NoCapabilities:
+    """The capability accessors of a connector that has none of the optional capabilities
+    (:mod:`connectors.base`): busy time, batches, calendar ownership, push and revocation are
+    proven against the real connectors. A double that has one overrides its accessor."""
+
+    def busy_reader(self) -> BusyReader | None:
+        return None
+
+    def batch_writer(self) -> BatchWriter | None:
+        return None
+
+    def calendar_owner(self) -> CalendarOwner | None:
+        return None
+
+    def change_watcher(self) -> ChangeWatcher | None:
+        return None
+
+    def access_revoker(self) -> AccessRevoker | None:
+        return None
+
+
+class MemoryCalendar(NoCapabilities):
     """The connector for one calendar of a :class:`MemoryServer` (a fresh account when none is
     given). Arguments mirror ``CalDAVSettings``; see the module docstring."""
 

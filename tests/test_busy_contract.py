@@ -617,7 +617,7 @@ def test_caldav_free_busy_query_is_used_for_calendars_without_syncd_entries(
     # One request per call, no probing on the side.
     assert proxied.proxy.methods() == ["REPORT", "REPORT"]
     assert len(reports(proxied.proxy, b"free-busy-query")) == 2
-    assert proxied.reader._freebusy_supported is True
+    assert proxied.reader._busy.freebusy_supported is True
 
 
 def test_caldav_options_free_busy_cannot_honour_use_calendar_query(proxied: Proxied) -> None:
@@ -635,7 +635,7 @@ def test_caldav_without_free_busy_query_falls_back_once(proxied: Proxied, status
     assert all(spans(found) == JUNE_ALL for found in answers)
     assert len(reports(proxied.proxy, b"free-busy-query")) == 1
     assert len(reports(proxied.proxy, b"calendar-query")) == 3
-    assert proxied.reader._freebusy_supported is False
+    assert proxied.reader._busy.freebusy_supported is False
 
 
 def test_caldav_server_side_expansion_is_used_when_the_server_expands(proxied: Proxied) -> None:
@@ -643,7 +643,7 @@ def test_caldav_server_side_expansion_is_used_when_the_server_expands(proxied: P
         found = proxied.reader.busy(*JUNE, [proxied.personal], BusyOptions(all_day="free"))
         assert spans(found) == JUNE_ALL
     assert len(reports(proxied.proxy, b"<C:expand ")) == 2
-    assert proxied.reader._expand_supported is True
+    assert proxied.reader._busy.expand_supported is True
 
 
 def test_caldav_without_server_side_expansion_recurrences_are_expanded_here(
@@ -657,7 +657,7 @@ def test_caldav_without_server_side_expansion_recurrences_are_expanded_here(
     # Right from the first answer, which showed the RRULE still in place.
     assert all(spans(found) == JUNE_ALL for found in answers)
     assert len(reports(proxied.proxy, b"calendar-query")) == 3
-    assert proxied.reader._expand_supported is False
+    assert proxied.reader._busy.expand_supported is False
 
 
 def test_caldav_expansion_is_asked_for_only_until_the_server_shows_it_ignores_it(
@@ -695,7 +695,7 @@ def test_caldav_server_errors_during_busy_are_transient(proxied: Proxied) -> Non
         proxied.reader.busy(*JUNE, [proxied.personal], DEFAULT)
     assert caught.value.retry_after == 9.0
     # A 503 says nothing about free-busy support: nothing was decided.
-    assert proxied.reader._freebusy_supported is None
+    assert proxied.reader._busy.freebusy_supported is None
 
 
 def test_caldav_a_bare_403_on_free_busy_is_auth_failed_and_decides_nothing(
@@ -704,7 +704,7 @@ def test_caldav_a_bare_403_on_free_busy_is_auth_failed_and_decides_nothing(
     proxied.proxy.on_request = lambda request: ProxyReply(403, {}, b"")
     with pytest.raises(AuthFailed):
         proxied.reader.busy(*JUNE, [proxied.personal], DEFAULT)
-    assert proxied.reader._freebusy_supported is None
+    assert proxied.reader._busy.freebusy_supported is None
 
 
 def test_caldav_the_dedicated_calendar_costs_no_request(proxied: Proxied) -> None:

@@ -26,7 +26,8 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 
 from connectors.base import Connector
-from connectors.caldav import CalDAVConnector, CalDAVSettings, _parse_retry_after
+from connectors.caldav import CalDAVConnector, CalDAVSettings, ServerMemory
+from connectors.common import parse_retry_after as _parse_retry_after
 from connectors.errors import (
     AlreadyExists,
     AuthFailed,
@@ -36,7 +37,7 @@ from connectors.errors import (
     Transient,
 )
 from connectors.google import GoogleConnector, GoogleSettings, event_id_for
-from connectors.google_ical import fields_from_ical
+from connectors.google.ical import fields_from_ical
 from tests.caldav_servers import *  # noqa: F403 - the server fixtures
 from tests.caldav_servers import (
     CalDAVServer,
@@ -143,10 +144,12 @@ def raw_request(
 
 
 class CalDAVTarget:
-    def __init__(self, server: CalDAVServer) -> None:
+    def __init__(self, server: CalDAVServer, memory: ServerMemory | None = None) -> None:
         self.kind = server.kind
         self.server = server
         self._connectors: list[CalDAVConnector] = []
+        # Shared by this target's connectors, as the App shares one among those it makes.
+        self.memory = memory if memory is not None else ServerMemory()
 
     def settings(self, **overrides: Any) -> CalDAVSettings:
         values: dict[str, Any] = {
@@ -160,7 +163,7 @@ class CalDAVTarget:
         return CalDAVSettings(**values)
 
     def connector(self, **overrides: Any) -> CalDAVConnector:
-        connector = CalDAVConnector(self.settings(**overrides))
+        connector = CalDAVConnector(self.settings(**overrides), self.memory)
         self._connectors.append(connector)
         return connector
 
@@ -544,8 +547,13 @@ def test_a_server_that_does_not_answer_times_out_as_transient(target: ContractTa
 # -- CalDAV specifics ---------------------------------------------------------------------------
 
 
+# One memory per server for the connectors made one at a time below, as one App shares one.
+_MEMORIES: dict[str, ServerMemory] = {}
+
+
 def caldav_connector(server: CalDAVServer, **overrides: Any) -> CalDAVConnector:
-    return CalDAVTarget(server).connector(**overrides)
+    memory = _MEMORIES.setdefault(server.url, ServerMemory())
+    return CalDAVTarget(server, memory).connector(**overrides)
 
 
 def test_calendar_url_that_is_not_a_calendar_is_a_protocol_error(

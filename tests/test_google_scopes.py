@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.google_scopes import CALLS, SCOPES, ConnectionMode, mode_for, scopes_for
+from connectors.google.scopes import CALLS, SCOPES, ConnectionMode, mode_for, scopes_for
 from tests.google_standin import method_scopes
 
 
@@ -45,8 +45,8 @@ def test_the_mode_follows_the_calendar_choice() -> None:
 def test_pacing_counts_every_batch_part(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each part of a batch counts toward Google's per-user limit ("Send batch requests"): after
     a batch of n parts the next request waits n intervals, not one."""
-    from connectors import google
     from connectors.google import GoogleConnector, GoogleSettings
+    from connectors.google import transport as google
 
     clock = [1000.0]
     slept: list[float] = []
@@ -60,7 +60,7 @@ def test_pacing_counts_every_batch_part(monkeypatch: pytest.MonkeyPatch) -> None
     connector = GoogleConnector(
         GoogleSettings(refresh_token="r", client_id="c", client_secret="s", min_interval=0.1)
     )
-    connector._pace(50)  # a batch of 50 parts
-    connector._pace(1)
-    connector._pace(1)
+    connector._api.pacer.wait(50)  # a batch of 50 parts
+    connector._api.pacer.wait(1)
+    connector._api.pacer.wait(1)
     assert slept == [5.0, 0.1]

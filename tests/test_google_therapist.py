@@ -268,7 +268,7 @@ def test_the_stand_in_refuses_a_call_the_grant_does_not_permit(
     therapist's primary calendar's events."""
     from googleapiclient.errors import HttpError
 
-    from connectors.google_scopes import scopes_for
+    from connectors.google.scopes import scopes_for
 
     token = google_standin.add_account(ANN, scopes=scopes_for(mode))
     service = build_service(google_standin, token)

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from connectors.base import Changes, FetchedItem, RemoteItem, Write
+from connectors.base import BatchWriter, Changes, FetchedItem, RemoteItem, Write
 from connectors.errors import (
     AlreadyExists,
     ConnectorError,
@@ -32,6 +32,7 @@ from syncd.project import Entry, is_ours, name_for, uid_for
 from syncd.retry import RetryPolicy
 from syncd.store import repo
 from syncd.store.tables import Base, ConnectionRow, TherapistRow
+from tests.memory_calendar import NoCapabilities
 
 CAL = "/dav/therapist/syncd/"
 STAMP = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -242,13 +243,13 @@ def test_resource_name_decodes_the_last_segment() -> None:
 # -- properties against an in-memory calendar ------------------------------------------------------
 
 
-class FakeCalendar:
+class FakeCalendar(NoCapabilities):
     """An IN-MEMORY MODEL of one CalDAV calendar, used only by the property tests in this file
     (no network, no database server). The real servers (Radicale, Xandikos) are covered by the
     connector contract suite, not here.
 
     It implements the Connector protocol with the conditional-write semantics of a CalDAV server
-    as connectors/caldav.py reports them: create is PUT with If-None-Match: * (something there →
+    as connectors/caldav/ reports them: create is PUT with If-None-Match: * (something there →
     AlreadyExists); update is PUT with If-Match (missing → NotFound, other ETag →
     PreconditionFailed); delete is DELETE with an optional If-Match (same errors); every write
     gives a fresh counter-based ETag. Sync tokens work like RFC 6578: changes(token) reports what
@@ -754,6 +755,9 @@ class FakeBatchCalendar(FakeCalendar):
     def __init__(self) -> None:
         super().__init__()
         self.batches = 0
+
+    def batch_writer(self) -> BatchWriter:
+        return self
 
     def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]:
         self.batches += 1

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from connectors.google.times import zone
+
+# An etag syncd reports for a series whose occurrences the therapist changed: never equal to a
+# recorded one, so the planner schedules a repair.
+TAMPERED = "tampered:"
 # Fields an occurrence shares with its series; an exception differing in one was edited.
 SHARED_FIELDS = ("summary", "description", "location", "transparency", "visibility")
 # What an instance written back carries from its master.
 RESTORED_FIELDS = (*SHARED_FIELDS, "status", "extendedProperties", "colorId", "reminders")
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name) if name else ZoneInfo("UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _instant(when: dict[str, Any] | None) -> datetime | None:
@@ -33,7 +30,7 @@ def _instant(when: dict[str, Any] | None) -> datetime | None:
         return None
     value = datetime.fromisoformat(str(when["dateTime"]).replace("Z", "+00:00"))
     if value.tzinfo is None:
-        value = value.replace(tzinfo=_zone(when.get("timeZone")))
+        value = value.replace(tzinfo=zone(when.get("timeZone")))
     return value.astimezone(UTC)
 
 
@@ -66,10 +63,10 @@ def restored(master: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]
     if original is None or duration is None:
         raise ValueError("only timed series are restored")
     zone_name = (master.get("start") or {}).get("timeZone")
-    zone = _zone(zone_name)
+    local = zone(zone_name)
 
     def when(at: datetime) -> dict[str, str]:
-        out = {"dateTime": at.astimezone(zone).isoformat()}
+        out = {"dateTime": at.astimezone(local).isoformat()}
         if zone_name:
             out["timeZone"] = zone_name
         return out
