@@ -1,5 +1,6 @@
-"""What every provider's connector does the same way: the opening of ``busy()``, clipping and
-ordering busy intervals, reading a Retry-After header, and one-line failure messages.
+"""What every provider's connector does the same way: what ``busy()`` does around the
+provider's own reading, clipping and ordering busy intervals, reading a Retry-After header, and
+one-line failure messages.
 
 A provider package imports these instead of keeping its own copy, so that two providers cannot
 drift apart on, say, what a Retry-After of a year means.
@@ -7,20 +8,23 @@ drift apart on, say, what a Retry-After of a year means.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final
 
-from connectors.base import BusyInterval
+from connectors.base import BusyInterval, BusyOptions
 from connectors.errors import unreachable
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "BusyRead",
+    "Window",
     "busy_window",
     "clip",
     "parse_retry_after",
     "plain",
+    "read_busy",
     "sort_intervals",
 ]
 
@@ -72,6 +76,28 @@ def busy_window(
         raise ValueError("busy(): start and end must be timezone-aware")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     return (start, end) if end > start else None
+
+
+Window = tuple[datetime, datetime]
+# A provider's busy-time reading: the intervals of ``calendars`` in a window (aware UTC, not
+# empty), clipped to it, in any order.
+BusyRead = Callable[[Window, Sequence[str], BusyOptions], list[BusyInterval]]
+
+
+def read_busy(
+    start: datetime,
+    end: datetime,
+    calendars: Sequence[str],
+    options: BusyOptions,
+    read: BusyRead,
+) -> list[BusyInterval]:
+    """``busy()`` around a provider's ``read``: the caller's bugs refused before any request,
+    nothing read for an empty window, the intervals in the one order every provider answers
+    in."""
+    window = busy_window(start, end, calendars)
+    if window is None:
+        return []
+    return sort_intervals(read(window, calendars, options))
 
 
 def clip(

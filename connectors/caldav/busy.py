@@ -51,14 +51,12 @@ from connectors.caldav.settings import CalDAVSettings
 from connectors.caldav.transport import Transport
 from connectors.caldav.webdav import EXPAND, FREEBUSY_BODY, QUERY_BODY, XML_HEADERS, body_text
 from connectors.caldav.webdav import calendar_data as read_calendar_data
-from connectors.common import busy_window, clip, sort_intervals
+from connectors.common import Window, clip
 
 log = logging.getLogger(__name__)
 
 SERVER_SHARE: Final = 1 / 3
 ITEMWISE_FOR: Final = 3600.0
-
-Window = tuple[datetime, datetime]
 
 
 def freebusy_periods(text: str, what: str) -> list[tuple[datetime, datetime, str]]:
@@ -103,11 +101,9 @@ class BusyTime:
         self.expand_supported: bool | None = None
 
     def read(
-        self, start: datetime, end: datetime, calendars: Sequence[str], options: BusyOptions
+        self, window: Window, calendars: Sequence[str], options: BusyOptions
     ) -> list[BusyInterval]:
-        window = busy_window(start, end, calendars)
-        if window is None:
-            return []
+        """Busy time of ``calendars`` in ``window`` (see :func:`connectors.common.read_busy`)."""
         self.items.skipped = {}
         found: list[BusyInterval] = []
         for ref in calendars:
@@ -116,7 +112,7 @@ class BusyTime:
                 role = self._calendars.role(url)
             if role != "syncd":
                 found.extend(self._calendar(ref, url, role, window, options))
-        return sort_intervals(found)
+        return found
 
     def _calendar(
         self, ref: str, url: str, role: str, window: Window, options: BusyOptions

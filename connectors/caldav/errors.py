@@ -30,18 +30,9 @@ from typing import Final
 from caldav.lib import error as caldav_error
 from caldav.lib.http_sync import requests as http_lib
 
+from connectors import errors as public
 from connectors.caldav.webdav import SUPPORTED_REPORT, UID_CONFLICT, VALID_SYNC_TOKEN
 from connectors.common import parse_retry_after, plain
-from connectors.errors import (
-    AlreadyExists,
-    AuthFailed,
-    ConnectorError,
-    InvalidSyncToken,
-    NotFound,
-    PreconditionFailed,
-    ProtocolError,
-    Transient,
-)
 
 
 class Op(enum.Enum):
@@ -64,10 +55,10 @@ _BUSY_OPS: Final = frozenset({Op.FREEBUSY, Op.EXPAND_QUERY, Op.BUSY_QUERY})
 
 class Fallback(Exception):
     """The method a request used does not work here; its caller takes the next one. Never
-    leaves the connector: :meth:`public` is what it would mean to a caller outside."""
+    leaves the connector: :meth:`to_public` is what it would mean to a caller outside."""
 
-    def public(self) -> ConnectorError:
-        return ProtocolError(str(self))
+    def to_public(self) -> public.ConnectorError:
+        return public.ProtocolError(str(self))
 
 
 class SyncUnsupported(Fallback):
@@ -83,11 +74,11 @@ class QueryFailed(Fallback):
     """The server broke on a busy-time query over a calendar's data (5xx other than 503, or no
     answer in time): busy() reads that calendar item by item."""
 
-    def public(self) -> ConnectorError:
-        return Transient(str(self))
+    def to_public(self) -> public.ConnectorError:
+        return public.Transient(str(self))
 
 
-Answer = ConnectorError | Fallback
+Answer = public.ConnectorError | Fallback
 
 
 class HTTPStatusError(Exception):
@@ -109,7 +100,7 @@ def sync_answer(status: int, preconditions: frozenset[str], op: Op, message: str
         return SyncUnsupported(message)
     if op is Op.SYNC and (VALID_SYNC_TOKEN in preconditions or status in (400, 412)):
         # RFC 6578 says 403/409 with valid-sync-token; Xandikos answers 412, others 400.
-        return InvalidSyncToken(message)
+        return public.InvalidSyncToken(message)
     if op is Op.SYNC_INITIAL and status in (400, 403, 409, 412):
         # The empty token cannot be stale, so this is the REPORT itself being refused. A
         # real permission problem shows up again on the PROPFIND fallback.
@@ -144,22 +135,24 @@ def create_answer(
     if op is not Op.CREATE:
         return None
     if preconditions & UID_CONFLICT:
-        return AlreadyExists(f"{message}: another resource in the calendar already has this UID")
+        return public.AlreadyExists(
+            f"{message}: another resource in the calendar already has this UID"
+        )
     if status == 412:
-        return AlreadyExists(message)
+        return public.AlreadyExists(message)
     return None
 
 
-def http_answer(status: int, retry_after: str | None, message: str) -> ConnectorError:
+def http_answer(status: int, retry_after: str | None, message: str) -> public.ConnectorError:
     if status in (408, 429) or (500 <= status <= 599 and status not in (501, 505)):
-        return Transient(message, retry_after=parse_retry_after(retry_after))
+        return public.Transient(message, retry_after=parse_retry_after(retry_after))
     if status in (401, 403):
-        return AuthFailed(message)
+        return public.AuthFailed(message)
     if status in (404, 410):
-        return NotFound(message)
+        return public.NotFound(message)
     if status == 412:
-        return PreconditionFailed(message)
-    return ProtocolError(message)
+        return public.PreconditionFailed(message)
+    return public.ProtocolError(message)
 
 
 def status_error(
@@ -170,7 +163,7 @@ def status_error(
     if preconditions:
         message += " (" + ", ".join(sorted(preconditions)) + ")"
     if status == 401:
-        return AuthFailed(message)
+        return public.AuthFailed(message)
     return (
         sync_answer(status, preconditions, op, message)
         or busy_answer(status, preconditions, retry_after, op, message)
@@ -182,15 +175,15 @@ def status_error(
 def _library_error(exc: caldav_error.DAVError, op: Op, what: str) -> Answer:
     if isinstance(exc, caldav_error.RateLimitError):
         # Raised by the library itself for 429, and for 503 with Retry-After.
-        return Transient(
+        return public.Transient(
             f"{what}: HTTP {exc.status} rate limited",
             retry_after=parse_retry_after(exc.retry_after),
         )
     if exc.status is not None:
         return status_error(exc.status, frozenset(exc.preconditions), None, op, what)
     if isinstance(exc, caldav_error.NotFoundError):
-        return NotFound(f"{what}: {exc.reason}")
-    return ProtocolError(f"{what}: {exc}")
+        return public.NotFound(f"{what}: {exc.reason}")
+    return public.ProtocolError(f"{what}: {exc}")
 
 
 def _transport_error(exc: BaseException, op: Op, what: str) -> Answer:
@@ -203,19 +196,19 @@ def _transport_error(exc: BaseException, op: Op, what: str) -> Answer:
         | http_lib.exceptions.ConnectionError
         | http_lib.exceptions.ChunkedEncodingError,
     ):
-        return Transient(f"{what}: {plain(exc)}")
+        return public.Transient(f"{what}: {plain(exc)}")
     if isinstance(exc, http_lib.exceptions.RequestException):
         # Invalid URL, too many redirects, bad header: configuration, not weather.
-        return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
+        return public.ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
     if isinstance(exc, OSError | http.client.HTTPException):
         # Refused, reset, timed out, a reply cut short, below the HTTP library's own types.
-        return Transient(f"{what}: {plain(exc)}")
-    return ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
+        return public.Transient(f"{what}: {plain(exc)}")
+    return public.ProtocolError(f"{what}: {type(exc).__name__}: {exc}")
 
 
 def translate(exc: BaseException, op: Op, what: str) -> Answer:
     """The one mapping from everything the caldav/HTTP stack can raise."""
-    if isinstance(exc, ConnectorError | Fallback):
+    if isinstance(exc, public.ConnectorError | Fallback):
         return exc
     if isinstance(exc, HTTPStatusError):
         retry_after = exc.headers.get("Retry-After")
@@ -224,7 +217,7 @@ def translate(exc: BaseException, op: Op, what: str) -> Answer:
         return _library_error(exc, op, what)
     if isinstance(exc, NotImplementedError):
         # DAVClient's answer to a WWW-Authenticate challenge it has no scheme for.
-        return AuthFailed(f"{what}: {exc}")
+        return public.AuthFailed(f"{what}: {exc}")
     return _transport_error(exc, op, what)
 
 
@@ -232,7 +225,7 @@ def translate(exc: BaseException, op: Op, what: str) -> Answer:
 def translated(op: Op, what: str) -> Iterator[None]:
     try:
         yield
-    except (ConnectorError, Fallback):
+    except (public.ConnectorError, Fallback):
         raise
     except Exception as exc:
         raise translate(exc, op, what) from exc
@@ -245,4 +238,4 @@ def surfaced() -> Iterator[None]:
     try:
         yield
     except Fallback as exc:
-        raise exc.public() from exc
+        raise exc.to_public() from exc

@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from connectors.base import BusyInterval, BusyOptions, CalendarInfo
-from connectors.common import busy_window, clip, sort_intervals
+from connectors.common import Window, clip, sort_intervals
 from connectors.errors import BusyIncomplete
 from connectors.google import ical
 from connectors.google.calendar import TargetCalendar
@@ -40,8 +40,6 @@ BUSY_EVENT_FIELDS = (
     "items(id,iCalUID,status,transparency,start,end,extendedProperties/private/"
     f"{ical.PROP_OWNED}),nextPageToken,timeZone"
 )
-
-Window = tuple[datetime, datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +103,10 @@ class BusyTime:
         return [CalendarInfo(ref=e.id, name=e.name, is_syncd=e.is_syncd) for e in entries.values()]
 
     def read(
-        self, start: datetime, end: datetime, calendars: Sequence[str], options: BusyOptions
+        self, window: Window, calendars: Sequence[str], options: BusyOptions
     ) -> list[BusyInterval]:
-        window = busy_window(start, end, calendars)
-        if window is None:
-            return []
+        """Busy time of ``calendars`` in ``window`` (see :func:`connectors.common.read_busy`);
+        BusyIncomplete, with what was read, when some calendars could not be read."""
         entries = self._entries if self._entries is not None else self._list_calendars()
         written = self._calendar.configured
         by_freebusy: list[tuple[str, str]] = []
@@ -131,7 +128,7 @@ class BusyTime:
         except BusyIncomplete as partial:
             found.extend(partial.intervals)
             raise BusyIncomplete(sort_intervals(found), partial.failed) from None
-        return sort_intervals(found)
+        return found
 
     def _list_calendars(self) -> dict[str, CalendarEntry]:
         entries: dict[str, CalendarEntry] = {}

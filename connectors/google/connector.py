@@ -25,21 +25,8 @@ import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from connectors.base import (
-    AccessRevoker,
-    BatchWriter,
-    BusyInterval,
-    BusyOptions,
-    BusyReader,
-    CalendarInfo,
-    CalendarOwner,
-    Changes,
-    ChangeWatcher,
-    FetchedItem,
-    RemoteItem,
-    WatchChannel,
-    Write,
-)
+from connectors import base
+from connectors.common import read_busy
 from connectors.errors import ConnectorError, NotFound
 from connectors.google.batch import BatchWrites
 from connectors.google.busy import BusyTime
@@ -71,24 +58,24 @@ class GoogleConnector:
         self._busy = BusyTime(self._api, self._calendar)
         self._channels = Channels(self._api, self._calendar)
 
-    # -- Connector protocol ---------------------------------------------------------------------
+    # -- Connector protocol --------------------------------------------------------------------
 
     def ensure_calendar(self) -> str:
         return self._calendar.ensure()
 
-    def changes(self, token: str | None) -> Changes:
+    def changes(self, token: str | None) -> base.Changes:
         return self._listing.changes(token)
 
     def href_for(self, name: str) -> str:
         return self._calendar.href_for(name)
 
-    def get(self, href: str) -> FetchedItem:
+    def get(self, href: str) -> base.FetchedItem:
         return self._writes.get(href)
 
-    def create(self, name: str, body: str) -> RemoteItem:
+    def create(self, name: str, body: str) -> base.RemoteItem:
         return self._writes.create(name, body)
 
-    def update(self, href: str, body: str, etag: str) -> RemoteItem:
+    def update(self, href: str, body: str, etag: str) -> base.RemoteItem:
         return self._writes.update(href, body, etag)
 
     def delete(self, href: str, etag: str | None) -> None:
@@ -103,47 +90,45 @@ class GoogleConnector:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- capabilities ---------------------------------------------------------------------------
+    # -- capabilities --------------------------------------------------------------------------
 
-    def busy_reader(self) -> BusyReader:
+    def busy_reader(self) -> base.BusyReader:
         return self
 
-    def batch_writer(self) -> BatchWriter:
+    def batch_writer(self) -> base.BatchWriter:
         return self
 
-    def calendar_owner(self) -> CalendarOwner:
+    def calendar_owner(self) -> base.CalendarOwner:
         return self
 
-    def change_watcher(self) -> ChangeWatcher:
+    def change_watcher(self) -> base.ChangeWatcher:
         return self
 
-    def access_revoker(self) -> AccessRevoker:
+    def access_revoker(self) -> base.AccessRevoker:
         return self
 
-    # -- BatchWriter ----------------------------------------------------------------------------
+    # -- BatchWriter ---------------------------------------------------------------------------
 
-    def write_many(self, writes: Sequence[Write]) -> list[RemoteItem | ConnectorError | None]:
+    def write_many(
+        self, writes: Sequence[base.Write]
+    ) -> list[base.RemoteItem | ConnectorError | None]:
         """Up to ``max_batch`` writes in one HTTP request; each part's outcome separately."""
         return self._batch.write_many(writes)
 
-    # -- BusyReader -----------------------------------------------------------------------------
+    # -- BusyReader ----------------------------------------------------------------------------
 
-    def calendars(self) -> list[CalendarInfo]:
+    def calendars(self) -> list[base.CalendarInfo]:
         """The account's calendars (calendarList.list); ``is_syncd`` marks the dedicated one."""
         return self._busy.calendars()
 
     def busy(
-        self,
-        start: datetime,
-        end: datetime,
-        calendars: Sequence[str],
-        options: BusyOptions,
-    ) -> list[BusyInterval]:
+        self, start: datetime, end: datetime, calendars: Sequence[str], options: base.BusyOptions
+    ) -> list[base.BusyInterval]:
         """Busy intervals overlapping ``[start, end)``, clipped to it, in aware UTC, sorted.
         See :mod:`connectors.google.busy` for which calendar is read how."""
-        return self._busy.read(start, end, calendars, options)
+        return read_busy(start, end, calendars, options, self._busy.read)
 
-    # -- CalendarOwner --------------------------------------------------------------------------
+    # -- CalendarOwner -------------------------------------------------------------------------
 
     def delete_calendar(self) -> bool:
         calendar = self._calendar.require()
@@ -153,15 +138,15 @@ class GoogleConnector:
             )
         return True
 
-    # -- ChangeWatcher --------------------------------------------------------------------------
+    # -- ChangeWatcher -------------------------------------------------------------------------
 
-    def watch(self, channel_id: str, address: str, token: str, ttl: int) -> WatchChannel:
+    def watch(self, channel_id: str, address: str, token: str, ttl: int) -> base.WatchChannel:
         return self._channels.watch(channel_id, address, token, ttl)
 
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
         self._channels.stop(channel_id, resource_id)
 
-    # -- AccessRevoker --------------------------------------------------------------------------
+    # -- AccessRevoker -------------------------------------------------------------------------
 
     def revoke_access(self) -> None:
         s = self.settings

@@ -4,7 +4,7 @@ into :mod:`connectors.errors` types.
 One internal fallback exists: :class:`SequenceTooLow` (400 ``invalidSequenceValue`` to an
 update), which the single-write path answers by re-reading the event's sequence. It is not part
 of the public hierarchy; it is raised only where the caller asked for it
-(``fallback=sequence_fallback``), everywhere else the same answer is a ProtocolError.
+(``fallback=sequence_fallback``), everywhere else the same answer is a public.ProtocolError.
 """
 
 from __future__ import annotations
@@ -19,18 +19,8 @@ import google.auth.exceptions
 import httplib2
 from googleapiclient.errors import HttpError
 
+from connectors import errors as public
 from connectors.common import parse_retry_after, plain
-from connectors.errors import (
-    AlreadyExists,
-    AuthFailed,
-    AuthRevoked,
-    ConnectorError,
-    InvalidSyncToken,
-    NotFound,
-    PreconditionFailed,
-    ProtocolError,
-    Transient,
-)
 
 RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
@@ -66,42 +56,46 @@ def sequence_fallback(exc: BaseException) -> Exception | None:
     return SequenceTooLow("HTTP 400 invalidSequenceValue")
 
 
-def _http_error(exc: HttpError, what: str) -> ConnectorError:
+def _http_error(exc: HttpError, what: str) -> public.ConnectorError:
     status = int(exc.resp.status)
     why = reason(exc)
     hint = parse_retry_after(exc.resp.get("retry-after"))
     message = f"{what}: HTTP {status} {why}".strip()
     if status == 403 and why in RATE_LIMIT_REASONS:
-        return Transient(message, hint)
+        return public.Transient(message, hint)
     if status == 403 and why in QUOTA_REASONS:
-        return Transient(message, max(hint or 0.0, QUOTA_BACKOFF))
+        return public.Transient(message, max(hint or 0.0, QUOTA_BACKOFF))
     if status == 429 or status >= 500:
-        return Transient(message, hint)
+        return public.Transient(message, hint)
     if status in (401, 403):
-        return AuthFailed(message)
+        return public.AuthFailed(message)
     if status == 404:
-        return NotFound(message)
+        return public.NotFound(message)
     if status == 409:
-        return AlreadyExists(message)
+        return public.AlreadyExists(message)
     if status == 410:
-        return InvalidSyncToken(message) if why == "fullSyncRequired" else NotFound(message)
+        return (
+            public.InvalidSyncToken(message)
+            if why == "fullSyncRequired"
+            else public.NotFound(message)
+        )
     if status == 412:
-        return PreconditionFailed(message)
-    return ProtocolError(message)
+        return public.PreconditionFailed(message)
+    return public.ProtocolError(message)
 
 
-def _refresh_error(exc: google.auth.exceptions.RefreshError, what: str) -> ConnectorError:
+def _refresh_error(exc: google.auth.exceptions.RefreshError, what: str) -> public.ConnectorError:
     text = str(exc)
     if "invalid_grant" in text:
-        return AuthRevoked(f"{what}: the Google grant was revoked or expired ({text})")
+        return public.AuthRevoked(f"{what}: the Google grant was revoked or expired ({text})")
     if getattr(exc, "retryable", False):
-        return Transient(f"{what}: token refresh failed: {text}")
-    return AuthFailed(f"{what}: token refresh failed: {text}")
+        return public.Transient(f"{what}: token refresh failed: {text}")
+    return public.AuthFailed(f"{what}: token refresh failed: {text}")
 
 
-def translate(exc: BaseException, what: str) -> ConnectorError:
+def translate(exc: BaseException, what: str) -> public.ConnectorError:
     """The one place Google library, auth and transport errors become connector errors."""
-    if isinstance(exc, ConnectorError):
+    if isinstance(exc, public.ConnectorError):
         return exc
     if isinstance(exc, HttpError):
         return _http_error(exc, what)
@@ -112,11 +106,11 @@ def translate(exc: BaseException, what: str) -> ConnectorError:
     if isinstance(
         exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error | HTTPException
     ):
-        return Transient(f"{what}: {plain(exc)}")
+        return public.Transient(f"{what}: {plain(exc)}")
     if isinstance(exc, TimeoutError | socket.timeout | ConnectionError | OSError):
-        return Transient(f"{what}: {plain(exc)}")
+        return public.Transient(f"{what}: {plain(exc)}")
     if isinstance(exc, ValueError | KeyError | TypeError):
-        return ProtocolError(f"{what}: unexpected answer: {type(exc).__name__}: {exc}")
+        return public.ProtocolError(f"{what}: unexpected answer: {type(exc).__name__}: {exc}")
     raise exc
 
 
