@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from connectors.base import BusyOptions
-from connectors.caldav import CalDAVConnector, CalDAVSettings
+from connectors.caldav import CalDAVConnector, CalDAVSettings, ServerMemory
 from syncd import operations, outbox, reconcile
 from syncd.app import App
 from syncd.ingest import Result
@@ -519,6 +519,7 @@ def test_busy_reads_item_by_item_when_the_server_fails_on_the_calendar(
     """The fallback against a real server behind a proxy that fails the server-side queries
     (as Xandikos does on a broken item) and every multiget that includes one item."""
     proxy = http_proxy(radicale_server.url)
+    memory = ServerMemory()  # shared by the connectors made here, as by those of one App
 
     def connector(**overrides: Any) -> CalDAVConnector:
         settings = CalDAVSettings(
@@ -529,7 +530,7 @@ def test_busy_reads_item_by_item_when_the_server_fails_on_the_calendar(
             egress=LOOPBACK_OK,
             **overrides,
         )
-        return CalDAVConnector(settings)
+        return CalDAVConnector(settings, memory)
 
     # The therapist's own calendar; the readers write into syncd's dedicated one.
     personal = connector(calendar_id="personal", calendar_name="Personal").ensure_calendar()
