@@ -307,7 +307,7 @@ def case(request: pytest.FixtureRequest, busy_target: BusyTarget) -> Case:
 
 def exact(case: Case) -> bool:
     """Whether tentative and all-day information reaches busy(): everywhere but Google's
-    freebusy.query, which reports neither (documented in connectors.google)."""
+    freebusy.query, which reports neither (documented in connectors.google.freebusy)."""
     return not (case.target.kind == "google" and case.freebusy)
 
 

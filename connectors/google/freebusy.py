@@ -12,6 +12,7 @@ shared, a backend hiccup) leaves the others' answers good: :class:`BusyIncomplet
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from connectors.base import BusyInterval
 from connectors.common import clip
@@ -46,6 +47,37 @@ def _pieces(window: Span) -> list[Span]:
     return pieces
 
 
+def _query(api: Api, ids: list[str], piece: Span) -> dict[str, Any]:
+    """One freebusy.query: Google's answer per calendar id."""
+    body = {
+        "timeMin": rfc3339(piece[0]),
+        "timeMax": rfc3339(piece[1]),
+        "items": [{"id": calendar_id} for calendar_id in ids],
+    }
+    response = api.execute(api.service.freebusy().query(body=body), "freebusy.query")
+    with translated("freebusy.query"):
+        return dict(response.get("calendars") or {})
+
+
+def _busy_of(answer: dict[str, Any] | None, window: Span) -> list[Span] | str:
+    """One calendar's busy periods clipped to the window, or the reason Google gave for not
+    answering it (deleted since it was chosen, no longer shared, a backend hiccup)."""
+    answer = answer or {"errors": [{"reason": "missing"}]}
+    with translated("freebusy.query"):
+        errors = answer.get("errors") or []
+        if errors:
+            return str(errors[0].get("reason") or "unknown")
+        periods = [
+            clip(
+                datetime.fromisoformat(period["start"]).astimezone(UTC),
+                datetime.fromisoformat(period["end"]).astimezone(UTC),
+                *window,
+            )
+            for period in answer.get("busy") or []
+        ]
+    return [p for p in periods if p is not None]
+
+
 def freebusy(api: Api, calendars: list[tuple[str, str]], window: Span) -> list[BusyInterval]:
     """Busy intervals of ``calendars`` ((ref, calendar id) pairs) in ``window``."""
     if not calendars:
@@ -56,28 +88,14 @@ def freebusy(api: Api, calendars: list[tuple[str, str]], window: Span) -> list[B
         group = calendars[first : first + FREEBUSY_MAX_CALENDARS]
         ids = list(dict.fromkeys(calendar_id for _, calendar_id in group))
         for piece in _pieces(window):
-            body = {
-                "timeMin": rfc3339(piece[0]),
-                "timeMax": rfc3339(piece[1]),
-                "items": [{"id": calendar_id} for calendar_id in ids],
-            }
-            response = api.execute(api.service.freebusy().query(body=body), "freebusy.query")
-            with translated("freebusy.query"):
-                answers = response.get("calendars") or {}
-                for calendar_id in ids:
-                    answer = answers.get(calendar_id) or {"errors": [{"reason": "missing"}]}
-                    errors = answer.get("errors") or []
-                    if errors:
-                        failed[calendar_id] = str(errors[0].get("reason") or "unknown")
-                        continue
-                    for period in answer.get("busy") or []:
-                        clipped = clip(
-                            datetime.fromisoformat(period["start"]).astimezone(UTC),
-                            datetime.fromisoformat(period["end"]).astimezone(UTC),
-                            *window,
-                        )
-                        if clipped is not None:
-                            spans.setdefault(calendar_id, []).append(clipped)
+            answers = _query(api, ids, piece)
+            for calendar_id in ids:
+                busy = _busy_of(answers.get(calendar_id), window)
+                if isinstance(busy, str):
+                    # One calendar's error leaves the others' answers good.
+                    failed[calendar_id] = busy
+                else:
+                    spans.setdefault(calendar_id, []).extend(busy)
     found = [
         BusyInterval(s, e, calendar=ref)
         for ref, calendar_id in dict.fromkeys(calendars)
