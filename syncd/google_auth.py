@@ -41,7 +41,7 @@ def _challenge(verifier: str) -> str:
 
 
 def scopes(calendar_id: str | None) -> list[str]:
-    """Exactly the scopes the connection's mode needs (connectors.google_scopes): syncd's own
+    """Exactly the scopes the connection's mode needs (connectors.google.scopes): syncd's own
     calendar without a calendar id, the therapist's chosen calendar with one."""
     return list(scopes_for(mode_for(calendar_id)))
 
