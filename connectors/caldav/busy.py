@@ -49,7 +49,7 @@ from connectors.caldav.items import ItemReader
 from connectors.caldav.memory import ServerMemory
 from connectors.caldav.settings import CalDAVSettings
 from connectors.caldav.transport import Transport
-from connectors.caldav.webdav import EXPAND, FREEBUSY_BODY, QUERY_BODY, XML_HEADERS, body_text
+from connectors.caldav.webdav import EXPAND, FREEBUSY_BODY, QUERY_BODY, body_text
 from connectors.caldav.webdav import calendar_data as read_calendar_data
 from connectors.common import Window, clip
 
@@ -161,14 +161,7 @@ class BusyTime:
         body = FREEBUSY_BODY.format(start=ical_utc(start), end=ical_utc(end, up=True))
         try:
             with self._transport.time_left(server_deadline, f"REPORT {url}", server=True):
-                response = self._transport.request(
-                    "REPORT",
-                    url,
-                    Op.FREEBUSY,
-                    body=body,
-                    headers={"Depth": "1", **XML_HEADERS},
-                    ok=(200,),
-                )
+                response = self._transport.report(url, Op.FREEBUSY, body, ok=200)
             periods = freebusy_periods(body_text(response), f"REPORT {url}")
         except ReportUnsupported as exc:
             log.info("free-busy-query unusable on %s (%s); using calendar-query", url, exc)
@@ -201,14 +194,8 @@ class BusyTime:
 
         def query(op: Op, expansion: str) -> Any:
             with self._transport.time_left(server_deadline, what, server=True):
-                return self._transport.request(
-                    "REPORT",
-                    url,
-                    op,
-                    body=QUERY_BODY.format(expand=expansion, **bounds),
-                    headers={"Depth": "1", **XML_HEADERS},
-                    ok=(207,),
-                )
+                body = QUERY_BODY.format(expand=expansion, **bounds)
+                return self._transport.report(url, op, body)
 
         try:
             if expand:

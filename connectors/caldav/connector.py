@@ -45,7 +45,6 @@ from connectors.caldav.transport import Transport
 from connectors.caldav.webdav import (
     ICS_CONTENT_TYPE,
     PROPFIND_BODY,
-    XML_HEADERS,
     body_text,
     parse_multistatus,
 )
@@ -165,14 +164,7 @@ class CalDAVConnector:
 
     def _etag_of(self, href: str) -> str:
         url = self._url(href)
-        response = self._transport.request(
-            "PROPFIND",
-            url,
-            Op.READ,
-            body=PROPFIND_BODY,
-            headers={"Depth": "0", **XML_HEADERS},
-            ok=(207,),
-        )
+        response = self._transport.propfind(url, PROPFIND_BODY, depth="0")
         for member in parse_multistatus(response.tree, f"PROPFIND {url}").members:
             if member.status in (404, 410):
                 raise NotFound(f"PROPFIND {url}: HTTP {member.status}")

@@ -22,7 +22,6 @@ from connectors.caldav.webdav import (
     CALENDARS_BODY,
     DAV,
     RESOURCETYPE_BODY,
-    XML_HEADERS,
     require_multistatus,
     resource_kind,
     status_code,
@@ -115,14 +114,7 @@ class Calendars:
     def kind_of(self, url: str) -> str | None:
         """What is at ``url``: "calendar", "collection", "resource", or None when absent."""
         try:
-            response = self._transport.request(
-                "PROPFIND",
-                url,
-                Op.READ,
-                body=RESOURCETYPE_BODY,
-                headers={"Depth": "0", **XML_HEADERS},
-                ok=(207,),
-            )
+            response = self._transport.propfind(url, RESOURCETYPE_BODY, depth="0")
         except NotFound:
             return None
         return resource_kind(response.tree, f"PROPFIND {url}")
@@ -134,14 +126,7 @@ class Calendars:
         is the calendar's absolute URL, ``is_syncd`` marks syncd's dedicated calendar."""
         with translated(Op.READ, "calendars"):
             home = self.home_url()
-        response = self._transport.request(
-            "PROPFIND",
-            home,
-            Op.READ,
-            body=CALENDARS_BODY,
-            headers={"Depth": "1", **XML_HEADERS},
-            ok=(207,),
-        )
+        response = self._transport.propfind(home, CALENDARS_BODY, depth="1")
         tree = require_multistatus(response.tree, f"PROPFIND {home}")
         found: list[CalendarInfo] = []
         for element in tree.iterfind(f"{DAV}response"):

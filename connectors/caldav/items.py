@@ -27,7 +27,6 @@ from connectors.caldav.transport import Transport
 from connectors.caldav.webdav import (
     MULTIGET_BODY,
     PROPFIND_BODY,
-    XML_HEADERS,
     calendar_data,
     parse_multistatus,
 )
@@ -125,14 +124,7 @@ class ItemReader:
     def _chunks(self, url: str, deadline: float) -> list[list[str]]:
         """The calendar's item hrefs (PROPFIND, Depth 1), in multiget-sized chunks."""
         with self._transport.time_left(deadline, f"PROPFIND {url}"):
-            response = self._transport.request(
-                "PROPFIND",
-                url,
-                Op.READ,
-                body=PROPFIND_BODY,
-                headers={"Depth": "1", **XML_HEADERS},
-                ok=(207,),
-            )
+            response = self._transport.propfind(url, PROPFIND_BODY, depth="1")
         own = with_slash(href_path(url))
         hrefs = sorted(
             member.href
@@ -147,12 +139,5 @@ class ItemReader:
         body = MULTIGET_BODY.format(
             hrefs="".join(f"<D:href>{escape(quote_path(href))}</D:href>" for href in hrefs)
         )
-        response = self._transport.request(
-            "REPORT",
-            url,
-            Op.BUSY_QUERY,
-            body=body,
-            headers={"Depth": "1", **XML_HEADERS},
-            ok=(207,),
-        )
+        response = self._transport.report(url, Op.BUSY_QUERY, body)
         return calendar_data(response.tree, f"REPORT {url}")

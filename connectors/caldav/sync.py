@@ -19,7 +19,6 @@ from connectors.caldav.transport import Transport
 from connectors.caldav.webdav import (
     PROPFIND_BODY,
     SYNC_BODY,
-    XML_HEADERS,
     Member,
     parse_multistatus,
 )
@@ -77,14 +76,8 @@ class ChangeListing:
         deleted: set[str] = set()
         for page in range(MAX_SYNC_PAGES):
             try:
-                response = self._transport.request(
-                    "REPORT",
-                    calendar,
-                    op,
-                    body=SYNC_BODY.format(token=escape(token)),
-                    headers={"Depth": "0", **XML_HEADERS},
-                    ok=(207,),
-                )
+                body = SYNC_BODY.format(token=escape(token))
+                response = self._transport.report(calendar, op, body, depth="0")
             except InvalidSyncToken as exc:
                 if page == 0:
                     raise
@@ -115,14 +108,7 @@ class ChangeListing:
         raise ProtocolError(f"REPORT {calendar}: still truncated after {MAX_SYNC_PAGES} pages")
 
     def _propfind_listing(self, calendar: str) -> Changes:
-        response = self._transport.request(
-            "PROPFIND",
-            calendar,
-            Op.READ,
-            body=PROPFIND_BODY,
-            headers={"Depth": "1", **XML_HEADERS},
-            ok=(207,),
-        )
+        response = self._transport.propfind(calendar, PROPFIND_BODY, depth="1")
         result = parse_multistatus(response.tree, f"PROPFIND {calendar}")
         changed = {
             member.href: member.etag or ""

@@ -36,7 +36,7 @@ from connectors.base import pass_headers
 from connectors.caldav.errors import HTTPStatusError, Op, QueryFailed, translated
 from connectors.caldav.memory import ServerMemory
 from connectors.caldav.settings import CalDAVSettings
-from connectors.caldav.webdav import preconditions
+from connectors.caldav.webdav import XML_HEADERS, preconditions
 from connectors.egress_http import niquests_session
 from connectors.errors import Transient
 
@@ -190,6 +190,16 @@ class Transport:
             self._auth_settled = False
             return None
         return _WireResponse(int(reply.status_code), reply.headers, reply.content or b"")
+
+    def propfind(self, url: str, body: str, *, depth: str) -> Any:
+        """A PROPFIND of ``body``'s properties, answered with a multistatus."""
+        headers = {"Depth": depth, **XML_HEADERS}
+        return self.request("PROPFIND", url, Op.READ, body=body, headers=headers, ok=(207,))
+
+    def report(self, url: str, op: Op, body: str, *, depth: str = "1", ok: int = 207) -> Any:
+        """A REPORT (sync-collection, free-busy-query, calendar-query or -multiget)."""
+        headers = {"Depth": depth, **XML_HEADERS}
+        return self.request("REPORT", url, op, body=body, headers=headers, ok=(ok,))
 
     @contextlib.contextmanager
     def time_left(self, deadline: float, what: str, *, server: bool = False) -> Iterator[None]:
