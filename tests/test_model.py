@@ -44,7 +44,7 @@ from tests import factories as f
 from tests import oracle
 from tests.clock import FakeClock
 from tests.memory_calendar import MemoryCalendar
-from tests.platform_model import PlatformModel
+from tests.platform_model import Outcome, PlatformModel
 from tests.test_plan import edited_by_therapist, foreign_body, parse_ours
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -164,10 +164,11 @@ class EngineModel(RuleBasedStateMachine):
         want = self.model.send(raw, self.clock.now)
         got = self.ingestor.ingest(raw)
         found = RULE.search(got.error or "")
-        assert (got.result.value, found.group(1) if found else None) == (
-            want.result,
-            want.rule,
-        ), f"{raw['type']} {raw['data']}: syncd answered {got}, the model expects {want}"
+        answer = Outcome(got.result.value, found.group(1) if found else None)
+        assert answer == want, (
+            f"event {raw['id']} ({raw['type']} {raw['data']['id']} v{raw['data']['version']}): "
+            f"syncd answered {answer}, the model expects {want} ({got.error})"
+        )
         return got.ok
 
     def _next(self, entity: str) -> int:
