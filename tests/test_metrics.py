@@ -86,7 +86,7 @@ def test_pass_histogram_and_actions_move_when_a_pass_runs(
             assert daemon.web is not None
             url = daemon.web.listen_url
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
+            deadline = loop.time() + 120
             while daemon.passes < 1:  # the first pass (nothing to write yet)
                 assert loop.time() < deadline, "no pass ran"
                 await asyncio.sleep(0.02)
