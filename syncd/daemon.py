@@ -101,12 +101,18 @@ class Daemon:
         """Look for due work now (called after an in-process change)."""
         self._wake.set()
 
+    async def _poll(self) -> None:
+        """The periodic look for due work. A coroutine, so the scheduler runs it on the loop:
+        ``asyncio.Event`` is not thread-safe, and a plain function would run on a worker thread
+        (where a stop also caught it in flight and the scheduler logged that as an error)."""
+        self.wake()
+
     async def serve(self) -> None:
         cfg = self.app.config.daemon
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
-            self.wake,
+            self._job(self._poll),
             "interval",
             seconds=cfg.poll_interval,
             id="poll",

@@ -39,7 +39,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, timeout: float = 10) -> AsyncIterator[Daemon]:
+async def serving(app: App, timeout: float = 120) -> AsyncIterator[Daemon]:
     daemon = Daemon(app)
     task = asyncio.create_task(daemon.serve())
     deadline = asyncio.get_running_loop().time() + timeout

@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, timeout: float = 10) -> AsyncIterator[Daemon]:
+async def serving(app: App, timeout: float = 120) -> AsyncIterator[Daemon]:
     """An in-process daemon whose HTTP service is listening; stopped cleanly on exit."""
     daemon = Daemon(app)
     task = asyncio.create_task(daemon.serve())
@@ -54,7 +54,7 @@ def with_daemon(app: App, check: Callable[[Daemon, httpx.AsyncClient], Awaitable
     async def main() -> T:
         async with serving(app) as daemon:
             assert daemon.web is not None
-            async with httpx.AsyncClient(base_url=daemon.web.listen_url, timeout=10) as client:
+            async with httpx.AsyncClient(base_url=daemon.web.listen_url, timeout=60) as client:
                 return await check(daemon, client)
 
     return asyncio.run(main())
@@ -352,11 +352,11 @@ def test_syncd_run_serves_http_and_stops_on_sigterm(tmp_path: Path) -> None:
                 assert proc.poll() is None, log.read_text()
                 return False
 
-        wait_for(healthy, 30, "GET /healthz on syncd run")
+        wait_for(healthy, 120, "GET /healthz on syncd run")
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         assert f"HTTP service listening on {url}" in log.read_text()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert proc.wait(timeout=120) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
