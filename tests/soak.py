@@ -420,9 +420,16 @@ class Workload:
         (a real redelivery of an old state), which must be ignored as stale."""
         self.batches += 1
         if self.batches % 4 == 1:
-            old = [e for e in self.history if e["type"] == "session.upserted"]
-            if old:
-                e = self.rng.choice(old)
+            sent = [e for e in self.history if e["type"] == "session.upserted"]
+            # a version older than the session's latest when there is one, best an earlier
+            # move (which the rules would let through): out of order for real, so that
+            # applying it would show in the calendar, not only in the answer
+            older = [
+                e for e in sent if e["data"]["version"] < self.sessions[e["data"]["id"]]["version"]
+            ]
+            moves = [e for e in older if "change" in e["data"]]
+            if sent:
+                e = self.rng.choice(moves or older or sent)
                 batch.append(f.event(e["type"], e["data"]))
                 report.stale_sent += 1
 
