@@ -1,12 +1,16 @@
 """Soak: a seeded, mixed platform workload fed with ``syncd ingest`` while the real ``syncd run``
 is SIGKILLed and restarted at random moments and a fault-injecting proxy sits in front of every
-server (Radicale, Xandikos, the Google stand-in, the platform's webhook receiver); afterwards
-every calendar must equal the projection of the final platform state and every notification
-must have been delivered.
+server (Radicale, Xandikos, the Google stand-in, the platform's webhook receiver), and the
+therapists edit syncd's entries by hand. Every answer of ingest must be the one the workload's
+own platform model predicts; afterwards every calendar must hold exactly the oracle's entries
+for the platform as the workload knows it (tests/oracle.py; syncd's projection of what it
+stored is compared as well), the therapists' own events must be as they were, and every
+notification must have been delivered (the verdicts: tests/soak_verdict.py).
 
 From pytest (tests/test_soak.py) or the command line::
 
     python -m tests.soak --events 1000 --therapists 50 --kills 20 --seconds 900 [--keep DIR]
+    python -m tests.soak ... --mutation NAME   # syncd broken on purpose (tests/mutations.py)
 """
 
 from __future__ import annotations
