@@ -69,5 +69,10 @@ def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> Non
         assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # Ctrl-C first: killed outright, the demo would leave its Radicale running.
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
