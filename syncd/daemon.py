@@ -107,8 +107,9 @@ class Daemon:
         self._wake.set()
 
     async def _poll(self) -> None:
-        # A coroutine, so APScheduler runs it on the loop: setting an asyncio.Event from its
-        # thread pool would not be thread-safe, and a busy pool delayed it into "skipped" warnings.
+        """The periodic look for due work. A coroutine, so the scheduler runs it on the loop:
+        ``asyncio.Event`` is not thread-safe, and a plain function would run on a worker thread
+        (where a stop also caught it in flight and the scheduler logged that as an error)."""
         self.wake()
 
     async def serve(self) -> None:
@@ -118,7 +119,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)
         scheduler.add_job(
-            self._poll,
+            self._job(self._poll),
             "interval",
             seconds=cfg.poll_interval,
             id="poll",

@@ -75,6 +75,10 @@ def _expire_batch(sessions: sessionmaker[Session], now: datetime) -> list[str]:
                 },
                 now,
             )
+        # One pass request per therapist, in therapist order: racing sweeps of other replicas
+        # that touch the same therapists then lock their queue rows in the same order, and
+        # wait for each other instead of deadlocking (expiry order differs between batches).
+        for therapist_id in sorted({row[1] for row in won}):
             queue.mark_due(s, therapist_id, now)
         return [row[0] for row in sorted(won, key=lambda r: r[3])]
 

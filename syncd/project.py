@@ -286,6 +286,21 @@ def _hold_entries(
     return entries
 
 
+def _ended_rule(slot: d.ReservedSlot, rule: str, first: datetime) -> str:
+    """The RRULE of a series that ends at ``slot.until``. RFC 5545 forbids COUNT beside UNTIL
+    (servers and clients reject or misread such a rule), so a counted series is recounted:
+    COUNT becomes the number of occurrences that start before the end."""
+    assert slot.until is not None
+    parts = rule.split(";")
+    if not any(p.upper().startswith("COUNT=") for p in parts):
+        # UNTIL is inclusive; one second before the end keeps an occurrence starting exactly
+        # at the end out, as "future occurrences disappear" asks.
+        last = slot.until - timedelta(seconds=1)
+        return f"{rule};UNTIL={last.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+    left = sum(1 for _ in recurrence.occurrences(slot, first, slot.until))
+    return ";".join(f"COUNT={left}" if p.upper().startswith("COUNT=") else p for p in parts)
+
+
 def _reserved_entry(
     t: d.Therapist, slot: d.ReservedSlot, sessions: tuple[d.Session, ...]
 ) -> Entry | None:
@@ -299,10 +314,7 @@ def _reserved_entry(
             exdates.update(o.start for o in recurrence.occurrences(slot, x.start, x.end))
     rule = slot.rrule.removeprefix("RRULE:")
     if slot.until is not None:
-        # UNTIL is inclusive; one second before the end keeps an occurrence starting exactly
-        # at the end out, as "future occurrences disappear" asks.
-        last = slot.until - timedelta(seconds=1)
-        rule += f";UNTIL={last.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+        rule = _ended_rule(slot, rule, first)
     uid, name = _uid_and_name("reserved", slot.id)
     return Entry(
         uid=uid,

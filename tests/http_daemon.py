@@ -18,7 +18,7 @@ from syncd.web.server import WebServer
 T = TypeVar("T")
 
 
-def with_http_daemon(app: App, check: Callable[[Daemon, str], T], timeout: float = 10) -> T:
+def with_http_daemon(app: App, check: Callable[[Daemon, str], T], timeout: float = 120) -> T:
     """Start a daemon, run ``check(daemon, base_url)`` on a thread, stop the daemon cleanly."""
 
     async def main() -> T:

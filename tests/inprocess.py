@@ -9,7 +9,7 @@ from syncd.app import App
 from syncd.daemon import Daemon
 
 
-def run_daemon_until(app: App, done: Callable[[Daemon], bool], timeout: float = 20) -> Daemon:
+def run_daemon_until(app: App, done: Callable[[Daemon], bool], timeout: float = 120) -> Daemon:
     """Run an in-process daemon until ``done(daemon)``, then stop it cleanly."""
     daemon = Daemon(app)
 

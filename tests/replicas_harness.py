@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,10 @@ from syncd import operations
 from syncd.app import App
 from syncd.store.tables import ConnectionRow, MirrorRow, ReplicaRow, SyncQueueRow
 from tests import factories as f
-from tests.caldav_servers import HTTPProxy
+from tests import oracle
+from tests.caldav_servers import CalDAVServer, HTTPProxy
+from tests.calendar_view import read_calendar
+from tests.platform_model import PlatformModel
 from tests.proc import start_syncd
 
 # -- the server side's view of passes -------------------------------------------------------------
@@ -229,17 +232,60 @@ def session_start(j: int) -> datetime:
     return f.future(days=1 + j, hour=9)
 
 
-def seed(app: App, tids: list[str], sessions_each: int, *, threads: int = 4) -> float:
+LABELS = ("none", "initials", "first_name")
+
+
+def therapist_event(tid: str) -> dict[str, Any]:
+    """Therapists' privacy choices vary with their number: every label, locations on and off."""
+    i = int(tid.rsplit("-", 1)[1]) if tid.rsplit("-", 1)[1].isdigit() else 0
+    privacy = {"client_label": LABELS[i % 3], "include_location": i % 2 == 0}
+    return f.therapist(tid, privacy=privacy)
+
+
+class Model:
+    """The platform as the test knows it (tests/platform_model.py), fed by threads: each event's
+    answer is predicted under a lock, then syncd's is compared with it."""
+
+    def __init__(self) -> None:
+        self.platform_model = PlatformModel()
+        self._lock = threading.Lock()
+
+    @property
+    def platform(self) -> oracle.Platform:
+        return self.platform_model.platform
+
+    def ingest(self, app: App, event: dict[str, Any]) -> None:
+        with self._lock:
+            want = self.platform_model.send(event, datetime.now(UTC))
+        got = app.ingestor().ingest(event)
+        assert got.result.value == want.result, (event["id"], got, want)
+
+
+def _ingest(app: App, model: Model | None, event: dict[str, Any]) -> None:
+    if model is not None:
+        model.ingest(app, event)
+        return
+    out = app.ingestor().ingest(event)
+    assert out.ok, out
+
+
+def seed(
+    app: App,
+    tids: list[str],
+    sessions_each: int,
+    *,
+    threads: int = 4,
+    model: Model | None = None,
+) -> float:
     """Ingest ``tids`` with ``sessions_each`` sessions each through the ingest API, a few
-    therapists at a time (ingest waits on PostgreSQL round trips, not on the CPU). Returns the
-    seconds per event, for deadlines that follow the machine's speed."""
+    therapists at a time (ingest waits on PostgreSQL round trips, not on the CPU), through
+    ``model`` when given. Returns the seconds per event, for deadlines that follow the
+    machine's speed."""
 
     def one(tid: str) -> None:
-        ing = app.ingestor()
-        assert ing.ingest(f.therapist(tid)).ok
+        _ingest(app, model, therapist_event(tid))
         for j in range(sessions_each):
-            out = ing.ingest(f.session(f"{tid}-s{j}", session_start(j), therapist_id=tid))
-            assert out.ok, out
+            _ingest(app, model, f.session(f"{tid}-s{j}", session_start(j), therapist_id=tid))
 
     began = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -259,10 +305,11 @@ def offer_event(tid: str, j: int, expires_at: datetime) -> dict[str, Any]:
     )
 
 
-def ingest_all(app: App, events: list[dict[str, Any]], *, threads: int = 4) -> None:
+def ingest_all(
+    app: App, events: list[dict[str, Any]], *, threads: int = 4, model: Model | None = None
+) -> None:
     def one(event: dict[str, Any]) -> None:
-        out = app.ingestor().ingest(event)
-        assert out.ok, out
+        _ingest(app, model, event)
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, events))
@@ -329,6 +376,25 @@ def leases(app: App) -> dict[str, tuple[str, datetime]]:
             ).where(SyncQueueRow.lease_owner.is_not(None))
         ).all()
     return {str(t): (str(o), u) for t, o, u in rows if u is not None}
+
+
+def check_calendars(
+    server_url: str, tids: Iterable[str], model: Model, now: datetime | None = None
+) -> int:
+    """Each therapist's calendar read straight from Radicale (not through syncd's connector)
+    against the oracle's entries for the model's platform at ``now``: every entry, every field.
+    Returns the number of entries seen."""
+    problems: list[str] = []
+    seen_total = 0
+    when = now or datetime.now(UTC)
+    for tid in tids:
+        server = CalDAVServer("radicale", server_url, tid, "unused")
+        seen = read_calendar(server, f"{server_url}{tid}/syncd/")
+        want = oracle.expected(model.platform, tid, when)
+        problems += oracle.compare(tid, want, [oracle.seen_ical(s.event) for s in seen.values()])
+        seen_total += len(seen)
+    assert problems == [], "\n".join(problems[:50])
+    return seen_total
 
 
 # -- the replicas themselves ---------------------------------------------------------------------

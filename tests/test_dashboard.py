@@ -122,12 +122,12 @@ def world(tmp_path: Path, radicale_server: CalDAVServer) -> Iterator[World]:
         if proc.poll() is not None:
             raise AssertionError(f"syncd exited: {log.read_text()}")
         try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{base}/healthz", timeout=10).status_code == 200
         except httpx.HTTPError:
             return False
 
     try:
-        wait_for(up, 30, "the daemon's HTTP service")
+        wait_for(up, 120, "the daemon's HTTP service")
         yield World(base, admin, read, log, proc.pid)
     finally:
         proc.terminate()

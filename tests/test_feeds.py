@@ -329,11 +329,11 @@ def test_real_daemon_cli_rotation_and_vdirsyncer(tmp_path: Path) -> None:
                 log = (tmp_path / "run.log").read_text()
                 raise AssertionError(f"syncd run exited with {proc.returncode}:\n{log}")
             try:
-                return httpx.get(base + "/healthz", timeout=1).status_code == 200
+                return httpx.get(base + "/healthz", timeout=10).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 30, "syncd run to serve HTTP")
+        wait_for(healthy, 120, "syncd run to serve HTTP")
         assert httpx.get(url, timeout=10).status_code == 200
 
         assert vdirsyncer_sync(url, tmp_path / "vdir", entries) == expected

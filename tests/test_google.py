@@ -266,7 +266,7 @@ def test_one_therapists_rate_limit_storm_does_not_delay_another(world: World) ->
     storm = world.g.inject("rate_limit", times=None, account=ANN)
     world.g.inject("too_many", times=None, account=ANN, retry_after=1)
     ann_cal, bob_cal = world.calendar(ann), world.calendar(bob)
-    run_daemon_until(world.app, lambda d: len(world.ours(bob_cal)) == 20, timeout=15)
+    run_daemon_until(world.app, lambda d: len(world.ours(bob_cal)) == 20, timeout=60)
     assert len(world.ours(ann_cal)) == 0 and storm.hits > 0
     with world.app.sessions() as s:
         row = s.get(ConnectionRow, ann)
@@ -379,7 +379,7 @@ def test_a_push_notification_triggers_a_pass_at_once(
             event = g.get_event(calendar, state["edited"])
             return event is not None and event["summary"] == "Therapy session"
 
-        daemon = run_daemon_until(app, scenario, timeout=20)
+        daemon = run_daemon_until(app, scenario, timeout=120)
         status, text = state["page"]
         assert status == 200 and "Calendar connected" in text
         assert daemon.passes > state["passes"]

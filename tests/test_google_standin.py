@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -827,7 +828,7 @@ class Receiver:
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait(self, count: int, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
+    def wait(self, count: int, timeout: float = 60.0) -> list[tuple[dict[str, str], bytes]]:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.received) >= count, timeout), self.received
             return list(self.received)
@@ -906,7 +907,7 @@ def test_watch_sends_sync_then_exists_notifications_and_stop(
     numbers = [int(h["x-goog-message-number"]) for h, _ in received]
     assert states == ["sync", "exists", "exists"]
     assert numbers == sorted(numbers) and len(set(numbers)) == 3
-    sent = google_standin.wait_for_notifications(3)
+    sent = google_standin.wait_for_notifications(3, timeout=60)
     assert [n.message_number for n in sent] == numbers
     assert all(n.status == 200 for n in sent)
 
@@ -943,18 +944,21 @@ def test_deleting_a_watched_calendar_sends_not_exists(
 def test_unreachable_push_receiver_does_not_block_the_api(
     google_standin: GoogleStandIn, google_service: Any
 ) -> None:
-    google_standin.notify_timeout = 0.5
-    with FreePort() as dead_port:
-        pass  # closed again: nothing listens there
-    google_service.events().watch(
-        calendarId="primary",
-        body={"id": "chan-dead", "type": "web_hook", "address": f"https://127.0.0.1:{dead_port}/"},
-    ).execute()
-    started = time.monotonic()
-    for _ in range(5):
-        google_service.events().insert(calendarId="primary", body=event_body()).execute()
-    assert time.monotonic() - started < 1.0
-    sent = google_standin.wait_for_notifications(6)
+    """A receiver that takes the connection and never answers holds the first notification
+    for a minute; the API answers five inserts meanwhile. Then it goes away altogether."""
+    google_standin.notify_timeout = 60
+    with socket.socket() as stuck:
+        stuck.bind(("127.0.0.1", 0))
+        stuck.listen(8)  # the kernel accepts; nobody ever reads or answers
+        address = f"https://127.0.0.1:{stuck.getsockname()[1]}/"
+        google_service.events().watch(
+            calendarId="primary", body={"id": "chan-dead", "type": "web_hook", "address": address}
+        ).execute()
+        for _ in range(5):
+            google_service.events().insert(calendarId="primary", body=event_body()).execute()
+        assert google_standin.notifications_sent == []  # the first is still waiting
+    # closed: the waiting notification is reset, the next ones are refused
+    sent = google_standin.wait_for_notifications(6, timeout=120)
     assert all(n.status is None and n.error for n in sent)
     assert [n.resource_state for n in sent] == ["sync"] + ["exists"] * 5
 

@@ -114,12 +114,12 @@ def test_syncd_run_logs_json_with_ids_and_no_client_name_or_password(
         assert out.returncode == 0, out.stderr
         wait_for(
             lambda: uid_for("session", "s-1") in read_calendar(radicale_server, cal),
-            15,
+            120,
             "the session to reach the calendar",
         )
     finally:
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
+        code = proc.wait(timeout=120)
     text = log_path.read_text()
     assert code == 0, text
     events = [json.loads(line) for line in text.splitlines() if line.strip()]

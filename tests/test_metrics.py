@@ -39,7 +39,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, timeout: float = 10) -> AsyncIterator[Daemon]:
+async def serving(app: App, timeout: float = 120) -> AsyncIterator[Daemon]:
     daemon = Daemon(app)
     task = asyncio.create_task(daemon.serve())
     deadline = asyncio.get_running_loop().time() + timeout
@@ -86,7 +86,7 @@ def test_pass_histogram_and_actions_move_when_a_pass_runs(
             assert daemon.web is not None
             url = daemon.web.listen_url
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
+            deadline = loop.time() + 120
             while daemon.passes < 1:  # the first pass (nothing to write yet)
                 assert loop.time() < deadline, "no pass ran"
                 await asyncio.sleep(0.02)

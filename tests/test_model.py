@@ -2,15 +2,24 @@
 
 The real Engine, Ingestor, expiry sweep and availability run against a real SQLAlchemy store
 (in-memory SQLite) and the in-memory calendar of tests/memory_calendar.py. Hypothesis interleaves
-platform events, clock advances, therapist edits, connector faults and restarts; after every
-quiet pass the calendar must be exactly the projection of the stored state."""
+platform events, clock advances, therapist edits, connector faults and restarts.
+
+The machine keeps its own model of the platform (tests/platform_model.py): every event's answer
+(applied, duplicate, stale, refused by a named rule) must be the one the model predicts, every
+sweep must expire exactly the offers the model says are due, and after every quiet pass the
+calendar must hold exactly what the oracle (tests/oracle.py) derives from that model: UIDs,
+instants, zones, titles under the therapist's privacy choices, status, CLASS, location, series
+and their EXDATEs. It must also be the projection of the stored state (syncd's own view),
+compared as well, never instead."""
 
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import icalendar
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -32,13 +41,30 @@ from syncd.retry import RetryPolicy
 from syncd.store import repo
 from syncd.store.tables import Base, ConnectionRow
 from tests import factories as f
+from tests import oracle
 from tests.clock import FakeClock
 from tests.memory_calendar import MemoryCalendar
+from tests.platform_model import Outcome, PlatformModel
 from tests.test_plan import edited_by_therapist, foreign_body, parse_ours
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 SESSIONS = ["s-1", "s-2", "s-3", "s-4"]
+RESERVATIONS = ["r-1", "r-2"]
 WORKDAYS = [{"weekday": wd, "start": "09:00", "end": "17:00"} for wd in range(7)]
+# Each session's client and place: names of several words and scripts, every kind of location.
+CLIENTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "s-1": ({"id": "c-s-1", "name": "Jane Doe"}, {"type": "in_person", "address": "10 Harley St"}),
+    "s-2": (
+        {"id": "c-s-2", "name": "Ana María López"},
+        {"type": "video", "url": "https://meet.example/abc"},
+    ),
+    "s-3": ({"id": "c-s-3", "name": "Zoë O'Brien"}, {"type": "video"}),
+    "s-4": ({"id": "c-s-4", "name": "Li Wei"}, {"type": "phone"}),
+    # the sessions of the clients with a reserved slot, which take its occurrences
+    "s-r-1": ({"id": "c-r-1", "name": "Sam Reed"}, {"type": "in_person", "address": "Room 2"}),
+    "s-r-2": ({"id": "c-r-2", "name": "Kim Park"}, {"type": "phone"}),
+}
+RULE = re.compile(r"\[rule: ([a-z_]+)\]$")
 _evt = itertools.count(1)
 
 
@@ -92,9 +118,10 @@ class EngineModel(RuleBasedStateMachine):
         self.cal = FaultyCalendar()
         self.ingestor = Ingestor(self.sessions, self.clock, hold=timedelta(hours=24))
         self.engine = self._new_engine()
+        self.model = PlatformModel(hold=timedelta(hours=24))
         self.versions: dict[str, int] = {}
-        self.starts: dict[str, datetime] = {}  # each session's stored start
         self.sent: list[dict[str, Any]] = []
+        self.offers: dict[str, dict[str, Any]] = {}  # offer id -> its last version stored
         self.foreign: dict[str, tuple[str, str]] = {}
         self._ingest(
             f.therapist(
@@ -131,8 +158,18 @@ class EngineModel(RuleBasedStateMachine):
         )
 
     def _ingest(self, raw: dict[str, Any]) -> bool:
+        """Send one event; syncd's answer must be the model's (refusals included: nothing of
+        them is stored, by the model or by syncd)."""
         self.sent.append(raw)
-        return self.ingestor.ingest(raw).ok  # refusals are fine: nothing of them is stored
+        want = self.model.send(raw, self.clock.now)
+        got = self.ingestor.ingest(raw)
+        found = RULE.search(got.error or "")
+        answer = Outcome(got.result.value, found.group(1) if found else None)
+        assert answer == want, (
+            f"event {raw['id']} ({raw['type']} {raw['data']['id']} v{raw['data']['version']}): "
+            f"syncd answered {answer}, the model expects {want} ({got.error})"
+        )
+        return got.ok
 
     def _next(self, entity: str) -> int:
         self.versions[entity] = self.versions.get(entity, 0) + 1
@@ -144,9 +181,12 @@ class EngineModel(RuleBasedStateMachine):
         zone=st.sampled_from(["Europe/London", "America/New_York", "Australia/Sydney"]),
         active=st.booleans(),
         buffer=st.sampled_from([0, 10, 30]),
-        initials=st.booleans(),
+        label=st.sampled_from(["none", "initials", "first_name"]),
+        location=st.booleans(),
     )
-    def therapist_upserted(self, zone: str, active: bool, buffer: int, initials: bool) -> None:
+    def therapist_upserted(
+        self, zone: str, active: bool, buffer: int, label: str, location: bool
+    ) -> None:
         self._ingest(
             f.therapist(
                 version=self._next("t"),
@@ -155,9 +195,22 @@ class EngineModel(RuleBasedStateMachine):
                 slot_minutes=50,
                 buffer_minutes=buffer,
                 active=active,
-                privacy={"client_label": "initials" if initials else "none"},
+                privacy={"client_label": label, "include_location": location},
             )
         )
+
+    def _session(self, sid: str, start: datetime, **extra: Any) -> bool:
+        client, location = CLIENTS[sid]
+        return self._ingest(
+            f.session(
+                sid, start, version=self._next(sid), client=client, location=location, **extra
+            )
+        )
+
+    def _stored_start(self, sid: str) -> datetime | None:
+        """Where the platform has the session now (an accepted offer moved it, too)."""
+        known = self.model.platform.sessions.get(sid)
+        return None if known is None else known.start
 
     @rule(
         sid=st.sampled_from(SESSIONS),
@@ -168,38 +221,58 @@ class EngineModel(RuleBasedStateMachine):
     )
     def session_upserted(self, sid: str, hours: int, status: str, reason: str | None) -> None:
         """A new session, or a known one moved (``hours`` 0: kept in place, e.g. confirmed)."""
-        old = self.starts.get(sid)
+        old = self._stored_start(sid)
         start = self.clock.now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=hours)
         extra: dict[str, Any] = {}
         if old is not None and hours == 0:
             start = old
         elif old is not None and reason is not None:
-            by = "team" if old <= self.clock.now else "therapist"
-            extra["change"] = {"reason": reason, "by": by}
-        raw = f.session(sid, start, version=self._next(sid), status=status, **extra)
-        if self._ingest(raw):
-            self.starts[sid] = start
+            extra["change"] = self._change(reason, old)
+        self._session(sid, start, status=status, **extra)
 
-    @rule(sid=st.sampled_from(SESSIONS))
+    def _change(self, reason: str, old: datetime) -> dict[str, str]:
+        return {"reason": reason, "by": "team" if old <= self.clock.now else "therapist"}
+
+    @rule(sid=st.sampled_from([*SESSIONS, "s-r-1"]))
     def session_cancelled(self, sid: str) -> None:
-        start = self.starts.get(sid, self.clock.now + timedelta(hours=5))
-        raw = f.session(
+        start = self._stored_start(sid) or self.clock.now + timedelta(hours=5)
+        self._session(
             sid,
             start,
-            version=self._next(sid),
             status="cancelled",
             cancellation={"reason": "client_cancelled", "by": "client"},
         )
-        if self._ingest(raw):
-            self.starts[sid] = start
+
+    @rule(rid=st.sampled_from(RESERVATIONS), k=st.integers(0, 3))
+    def session_on_reserved_slot(self, rid: str, k: int) -> None:
+        """The reserved client's own session booked (or moved) onto occurrence ``k`` of the
+        series, which must then carry an EXDATE for it."""
+        slot = self.model.platform.reservations.get(rid)
+        starts = oracle.occurrences(slot) if slot is not None else []
+        if len(starts) <= k:
+            return
+        sid = f"s-{rid}"
+        old = self._stored_start(sid)
+        extra = {"change": self._change("client_requested", old)} if old is not None else {}
+        self._session(sid, starts[k], **extra)
 
     @rule(
-        sid=st.sampled_from(SESSIONS),
+        data=st.data(),
         series=st.sampled_from("ab"),
         offsets=st.lists(st.integers(2, 24 * 4), min_size=1, max_size=3, unique=True),
-        state=st.sampled_from(["pending", "pending", "accepted", "rejected"]),
+        state=st.sampled_from(["pending", "pending", "pending", "accepted", "rejected"]),
     )
-    def offer_upserted(self, sid: str, series: str, offsets: list[int], state: str) -> None:
+    def offer_upserted(
+        self, data: st.DataObject, series: str, offsets: list[int], state: str
+    ) -> None:
+        """A new offer for a session (mostly a known one), or a changed one (refused while
+        the offer is open)."""
+        known = sorted(self.model.platform.sessions)
+        unknown_too = not known or data.draw(st.integers(0, 5), label="any session") == 0
+        sid = data.draw(st.sampled_from(SESSIONS if unknown_too else known))
+        self.offer(sid, series, offsets, state)
+
+    def offer(self, sid: str, series: str, offsets: list[int], state: str) -> None:
         oid = f"o-{sid}-{series}"
         base = self.clock.now.replace(minute=0, second=0, microsecond=0)
         data: dict[str, Any] = {
@@ -220,20 +293,45 @@ class EngineModel(RuleBasedStateMachine):
             data["responded_at"] = self.clock.now.isoformat()
         if state == "accepted":
             data["accepted_alternative"] = 0
-        self._ingest(event("offer.upserted", data))
+        if self._ingest(event("offer.upserted", data)):
+            self.offers[oid] = data
 
-    @rule(rid=st.sampled_from(["r-1", "r-2"]), state=st.sampled_from(["active", "ended"]))
-    def reserved_slot(self, rid: str, state: str) -> None:
+    @rule(data=st.data(), accept=st.booleans())
+    def offer_answered(self, data: st.DataObject, accept: bool) -> None:
+        """The client's answer to an offer, as its next version (refused as late after the
+        expiry, or once the offer was answered)."""
+        if not self.offers:
+            return
+        oid = data.draw(st.sampled_from(sorted(self.offers)))
+        self.answer(oid, data.draw(st.integers(0, 2)) if accept else None)
+
+    def answer(self, oid: str, alternative: int | None) -> None:
+        answer = dict(self.offers[oid], version=self._next(oid))
+        answer["responded_at"] = self.clock.now.isoformat()
+        if alternative is None:
+            answer["state"] = "rejected"
+        else:
+            answer["state"] = "accepted"
+            answer["accepted_alternative"] = alternative % len(answer["alternatives"])
+        if self._ingest(event("offer.upserted", answer)):
+            self.offers[oid] = answer
+
+    @rule(
+        rid=st.sampled_from(RESERVATIONS),
+        state=st.sampled_from(["active", "ended"]),
+        rrule=st.sampled_from(["FREQ=WEEKLY", "FREQ=WEEKLY;COUNT=6", "FREQ=DAILY;INTERVAL=3"]),
+    )
+    def reserved_slot(self, rid: str, state: str, rrule: str) -> None:
         local = (self.clock.now + timedelta(days=1)).replace(tzinfo=None, minute=0, hour=11)
         data: dict[str, Any] = {
             "id": rid,
             "version": self._next(rid),
             "therapist_id": "t-1",
-            "client": {"id": f"c-{rid}", "name": "Jane Doe"},
+            "client": CLIENTS[f"s-{rid}"][0],
             "first_start_local": local.isoformat(),
             "timezone": "Europe/London",
             "duration_minutes": 50,
-            "rrule": "FREQ=WEEKLY",
+            "rrule": rrule,
             "state": state,
         }
         if state == "ended":
@@ -244,10 +342,13 @@ class EngineModel(RuleBasedStateMachine):
     def duplicate_or_stale(self, data: st.DataObject) -> None:
         if not self.sent:
             return
+        """The same event again (answered ``duplicate`` unless it was refused, as nothing of a
+        refusal is kept), or its data under a new event id (``stale`` unless it is still the
+        newest version): ``_ingest`` holds syncd to the model's answer."""
         raw = data.draw(st.sampled_from(self.sent))
         if data.draw(st.booleans(), label="stale copy"):
             raw = dict(raw, id=f"m-{next(_evt)}")  # a new id, an old version
-        self.ingestor.ingest(raw)
+        self._ingest(raw)
 
     # -- time, the therapist, faults, restarts --------------------------------------------------
 
@@ -258,9 +359,10 @@ class EngineModel(RuleBasedStateMachine):
     @rule(data=st.data(), act=st.sampled_from(["edit", "delete"]))
     def therapist_touches_ours(self, data: st.DataObject, act: str) -> None:
         ours = sorted(h for h in self.cal.items if is_ours(resource_name(h)))
-        if not ours:
-            return
-        href = data.draw(st.sampled_from(ours))
+        if ours:
+            self.touch(data.draw(st.sampled_from(ours)), act)
+
+    def touch(self, href: str, act: str) -> None:
         if act == "edit":
             self.cal.put(href, edited_by_therapist(self.cal.items[href][1]))
         else:
@@ -286,16 +388,31 @@ class EngineModel(RuleBasedStateMachine):
     @rule()
     def quiet_pass(self) -> None:
         now = self.clock.now
-        expire_due(self.sessions, now)
+        expired = expire_due(self.sessions, now)
+        assert sorted(expired) == sorted(self.model.sweep(now))
         report = self.engine.run_pass("t-1")
         assert not report.failed, report
+        self.check_oracle()
         self.check_converged()
         self.check_no_expired_holds()
         self.check_availability()
 
     # -- invariants ------------------------------------------------------------------------------
 
+    def check_oracle(self) -> None:
+        """The calendar, every event but the therapist's own, against the oracle's entries."""
+        seen = [
+            oracle.seen_ical(ev)
+            for href, (_etag, body) in self.cal.items.items()
+            if href not in self.foreign
+            for ev in icalendar.Calendar.from_ical(body).walk("VEVENT")
+        ]
+        want = oracle.expected(self.model.platform, "t-1", self.clock.now)
+        problems = oracle.compare("t-1", want, seen)
+        assert problems == [], "\n".join(problems)
+
     def check_converged(self) -> None:
+        """syncd's own view as well: the calendar is the projection of the stored state."""
         now = self.clock.now
         with self.sessions() as s:
             state = repo.platform_state(s, "t-1")
@@ -345,8 +462,8 @@ class EngineModel(RuleBasedStateMachine):
 
 
 EngineModel.TestCase.settings = settings(
-    max_examples=30,
-    stateful_step_count=25,
+    max_examples=50,
+    stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

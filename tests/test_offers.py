@@ -328,3 +328,38 @@ def test_an_alternative_on_a_reserved_occurrence_is_refused(offline: App) -> Non
         "slot_taken",
     )
     assert "reserved slot r-1" in err
+
+
+def test_a_sweep_marks_therapists_due_in_one_order_whatever_the_expiries(
+    sqlite_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Racing sweeps (one per replica) touch the queue rows of the same therapists: taken in
+    expiry order, two of them locked those rows in opposite orders and PostgreSQL found a
+    deadlock (1,000 holds expiring at once under load). One mark per therapist, in therapist
+    order, whatever order the offers expire in."""
+    from syncd import expiry
+    from syncd.store import queue
+
+    app = sqlite_app
+    now = datetime.now(UTC)
+    ing = app.ingestor()
+    for n, tid in enumerate(["t-c", "t-b", "t-a"]):  # the later the therapist, the earlier
+        assert ing.ingest(f.therapist(tid)).ok
+        for j in range(2):
+            sid = f"{tid}-s{j}"
+            assert ing.ingest(f.session(sid, f.future(days=2 + j), therapist_id=tid)).ok
+            expires = now + timedelta(minutes=n * 10 + j)
+            alt = f.future(days=5 + j, hour=8 + n)
+            sent = now - timedelta(hours=1)
+            o = f.offer(f"o-{sid}", sid, [alt], sent_at=sent, expires_at=expires)
+            assert ing.ingest(o).ok
+    marked: list[str] = []
+    real = queue.mark_due
+
+    def mark_due(s: Any, therapist_id: str, at: datetime, **kw: Any) -> None:
+        marked.append(therapist_id)
+        real(s, therapist_id, at, **kw)
+
+    monkeypatch.setattr(queue, "mark_due", mark_due)
+    assert len(expiry.expire_due(app.sessions, now + timedelta(hours=1))) == 6
+    assert marked == ["t-a", "t-b", "t-c"]

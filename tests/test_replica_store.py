@@ -20,6 +20,7 @@ from syncd.store.tables import SyncQueueRow, TherapistRow
 from tests import factories as f
 from tests.conftest import make_config
 from tests.inprocess import run_daemon_until
+from tests.proc import wait_for
 
 LEASE = timedelta(seconds=30)
 
@@ -113,7 +114,7 @@ def test_notify_reaches_a_listener_only_when_the_transaction_commits(pg_app: App
     try:
         assert listener.connected.wait(10)
         assert pg_app.ingestor().ingest(f.therapist("t-1")).ok
-        assert event.wait(5) and heard[0] == wakeups.WORK
+        assert event.wait(60) and heard[0] == wakeups.WORK
         event.clear()
         heard.clear()
         with pg_app.sessions() as s:  # rolled back: nobody is woken for work that is not there
@@ -126,10 +127,8 @@ def test_notify_reaches_a_listener_only_when_the_transaction_commits(pg_app: App
         offer = f.offer("o-1", "s-1", [f.future(days=3)], sent_at=sent)
         outcome = pg_app.ingestor().ingest(offer)
         assert outcome.ok, outcome
-        assert event.wait(5)
-        deadline = threading.Event()
-        deadline.wait(0.5)  # let both channels of that commit arrive
-        assert wakeups.OFFERS in heard
+        # both channels of that commit arrive
+        wait_for(lambda: wakeups.OFFERS in heard, 60, "the offers wake-up")
     finally:
         listener.stop()
 
@@ -158,7 +157,7 @@ def test_the_listener_reconnects_after_its_connection_is_killed(pg_app: App) -> 
             threading.Event().wait(0.05)
         assert listener.connected.wait(10)
         assert pg_app.ingestor().ingest(f.therapist("t-2")).ok
-        assert event.wait(5)
+        assert event.wait(60)
     finally:
         listener.stop()
 

@@ -137,6 +137,21 @@ def test_ending_keeps_the_past_and_removes_the_future(world) -> None:  # type: i
     assert after[-1].date() == date(2027, 6, 1) and len(after) == 14
 
 
+def test_ending_a_counted_series_recounts_it_instead_of_adding_until(world) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5545 §3.3.10: COUNT and UNTIL MUST NOT occur in the same rule."""
+    app, occurrences, clock = world
+    counted = "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
+    app.ingestor().ingest(reservation(rrule=counted))
+    before = occurrences()
+    assert len(before) == 10
+    clock.now = datetime(2027, 3, 17, 12, tzinfo=UTC)  # a Wednesday, after three Tuesdays
+    ended = reservation(version=2, state="ended", rrule=counted)
+    assert app.ingestor().ingest(ended).result is Result.APPLIED
+    assert occurrences() == before[:3]
+    desired = app.engine().desired("t-1")
+    assert desired is not None and desired[UID].rrule == "FREQ=WEEKLY;BYDAY=TU;COUNT=3"
+
+
 def test_a_reservation_that_never_started_is_removed(world) -> None:  # type: ignore[no-untyped-def]
     app, occurrences, _clock = world
     app.ingestor().ingest(reservation())

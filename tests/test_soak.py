@@ -1,7 +1,10 @@
 """The short soak (tests/soak.py): a seeded mixed workload through ``syncd ingest`` while the
 real ``syncd run`` is SIGKILLed and restarted, with faults injected by proxies in front of
-Radicale, Xandikos, the Google stand-in and the webhook receiver; afterwards every calendar
-equals the projection of the final platform state and every notification was delivered."""
+Radicale, Xandikos, the Google stand-in and the webhook receiver, and the therapists editing
+and deleting syncd's entries by hand; every answer of ingest is the one the workload's model
+predicts, afterwards every calendar holds exactly the oracle's entries for the platform state
+the workload knows (and syncd's projection of what it stored), the therapists' own events are
+byte for byte as they were, and every notification was delivered."""
 
 from __future__ import annotations
 
@@ -28,13 +31,24 @@ def test_short_soak_converges_after_kills_and_faults(
         events=150,
         therapists=12,
         kills=5,
-        seconds=75,
+        # a deadline, not a budget: the whole workload runs however loaded the machine is
+        seconds=900,
         seed=11,
     )
     print(report.summary())
     assert report.mismatches == []
-    # how far the workload gets inside the time bound depends on the machine's load
-    assert report.kills >= 1 and report.events >= 20
+    # the documented form, all of it: 150 events and 5 kills
+    assert report.events >= 150 and report.kills == 5
     assert report.targets == {"radicale": 4, "xandikos": 4, "google": 4}
-    assert sum(report.faults.values()) > 0 and sum(report.passes.values()) > 0
-    assert sum(report.notifications.values()) > 0
+    # faults at every server and at the webhook receiver, a few dozen in all (about 30 seen)
+    assert {k.split(":")[0] for k in report.faults} == {"radicale", "xandikos", "google", "webhook"}
+    assert sum(report.faults.values()) >= 15
+    # each kind of delivery answered as it must be: every duplicate ``duplicate``, every stale
+    # version ``stale``, every deliberate negative refused by its rule
+    assert report.duplicates_sent >= 2 and report.answers["duplicate"] == report.duplicates_sent
+    assert report.stale_sent >= 2 and report.answers["stale"] == report.stale_sent
+    assert sum(report.refused.values()) >= 3 and report.refused == report.negatives_sent
+    assert sum(report.hand_edits.values()) >= 1
+    # every fate of an offer (taken in turn), and the offers left to expire did
+    assert set(report.offers) == set(soak.FATES) and report.expired_offers >= 2
+    assert sum(report.passes.values()) >= 50 and sum(report.notifications.values()) >= 20

@@ -8,7 +8,6 @@ import contextlib
 import signal
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +32,7 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def serving(app: App, timeout: float = 10) -> AsyncIterator[Daemon]:
+async def serving(app: App, timeout: float = 120) -> AsyncIterator[Daemon]:
     """An in-process daemon whose HTTP service is listening; stopped cleanly on exit."""
     daemon = Daemon(app)
     task = asyncio.create_task(daemon.serve())
@@ -55,7 +54,7 @@ def with_daemon(app: App, check: Callable[[Daemon, httpx.AsyncClient], Awaitable
     async def main() -> T:
         async with serving(app) as daemon:
             assert daemon.web is not None
-            async with httpx.AsyncClient(base_url=daemon.web.listen_url, timeout=10) as client:
+            async with httpx.AsyncClient(base_url=daemon.web.listen_url, timeout=60) as client:
                 return await check(daemon, client)
 
     return asyncio.run(main())
@@ -119,18 +118,20 @@ def test_readyz_times_out_and_shares_one_stuck_probe(
     monkeypatch.setattr(web_app, "READY_TIMEOUT", 0.2)
     release = threading.Event()
     calls: list[int] = []
+    returned: list[int] = []
 
     def hung(self: Any) -> None:
         calls.append(1)
-        release.wait(10)
+        release.wait(120)
+        returned.append(1)
 
     monkeypatch.setattr(web_app._DatabaseProbe, "_select_one", hung)
 
     async def check(daemon: Daemon, client: httpx.AsyncClient) -> None:
-        started = time.monotonic()
         first, second = await asyncio.gather(client.get("/readyz"), client.get("/readyz"))
         third = await client.get("/readyz")
-        assert time.monotonic() - started < 3
+        # Every answer came while the probe was still stuck: none waited for the database.
+        assert returned == []
         for r in (first, second, third):
             assert r.status_code == 503
             assert r.json()["reason"] == "the database did not answer within 0.2 s"
@@ -352,11 +353,11 @@ def test_syncd_run_serves_http_and_stops_on_sigterm(tmp_path: Path) -> None:
                 assert proc.poll() is None, log.read_text()
                 return False
 
-        wait_for(healthy, 30, "GET /healthz on syncd run")
+        wait_for(healthy, 120, "GET /healthz on syncd run")
         assert httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         assert f"HTTP service listening on {url}" in log.read_text()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert proc.wait(timeout=120) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
