@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bench.run import add
 from syncd.app import App
-from tests import factories as f
 from tests.conftest import make_config, write_config
+from tests.support import factories as f
 
 TARGET = 0.3  # seconds of CPU, DESIGN.md §7
 RUNS = 7

@@ -33,7 +33,7 @@ from syncd import operations
 from syncd.app import App
 from syncd.project import name_for, uid_for
 from syncd.store.tables import ConnectionRow
-from tests import factories as f
+from tests.support import factories as f
 
 TID = "t-x"
 ALTERNATIVES = 2

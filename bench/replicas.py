@@ -28,7 +28,7 @@ from syncd.embedded_radicale import EmbeddedRadicale, free_port
 from syncd.store import queue
 from syncd.store.tables import SyncQueueRow
 from tests.conftest import PG_URL, make_config, write_config
-from tests.replicas_harness import (
+from tests.support.replicas_harness import (
     Replicas,
     connect_all,
     expected_entries,

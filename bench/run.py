@@ -37,9 +37,9 @@ from syncd.domain import PlatformState
 from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.plan import MirrorRecord, plan
 from syncd.project import name_for, project, uid_for
-from tests import factories as f
-from tests.caldav_servers import HTTPProxy, XandikosProcess
 from tests.conftest import make_config
+from tests.support import factories as f
+from tests.support.caldav_servers import HTTPProxy, XandikosProcess
 
 USER, PASSWORD = "therapist", "bench pw"
 
@@ -354,8 +354,8 @@ def bench_google(n: int, tmp: Path) -> None:
     import httpx
 
     from syncd import google_auth
-    from tests.google_standin import GoogleStandIn
-    from tests.google_standin.fixtures import build_service
+    from tests.support.google_standin import GoogleStandIn
+    from tests.support.google_standin.fixtures import build_service
 
     client_id, secret = "syncd-client", "syncd-client-secret"
     ann, ref = "ann@example.com", "ref@example.com"

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from bench.run import BULK, QUIET, _app, _auth, _ingest, _sessions, add, bare_put_loop, server
 from syncd import ical
-from tests import factories as f
-from tests.caldav_servers import HTTPProxy
+from tests.support import factories as f
+from tests.support.caldav_servers import HTTPProxy
 
 
 def command() -> list[str]:

@@ -16,21 +16,22 @@ from connectors.egress import EgressPolicy
 from syncd import private_files
 from syncd.app import App
 from syncd.config import Config, load
-from tests.caldav_servers import (  # noqa: F401 - fixtures
+from tests.support.caldav_servers import (  # noqa: F401 - fixtures
     CalDAVServer,
     caldav_server,
     http_proxy,
     radicale_server,
     xandikos_server,
 )
-from tests.faults import fault_proxy  # noqa: F401 - a fixture
-from tests.google_standin.fixtures import google_standin  # noqa: F401 - a fixture
+from tests.support.faults import fault_proxy  # noqa: F401 - a fixture
+from tests.support.google_standin.fixtures import google_standin  # noqa: F401 - a fixture
 
 # For connectors and senders made directly in tests: their servers listen on loopback.
 LOOPBACK_OK = EgressPolicy(allow_private=True)
 
-# Lists tests that took over a minute without a reason written beside them (tests/slow_report.py).
-pytest_plugins = ["tests.slow_report"]
+# Lists tests that took over a minute without a reason written beside them
+# (tests/support/slow_report.py).
+pytest_plugins = ["tests.support.slow_report"]
 
 PG_URL = os.environ.get("SYNCD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

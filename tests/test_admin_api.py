@@ -20,11 +20,11 @@ from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, MirrorRow
 from syncd.web import app as web_app
 from syncd.web import openapi
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config
-from tests.http_daemon import with_http_daemon
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.http_daemon import with_http_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 

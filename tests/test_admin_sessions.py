@@ -18,8 +18,8 @@ from syncd.store.tables import AdminSessionRow, Base
 from syncd.web import dashboard
 from syncd.web.app import build_app
 from tests.conftest import make_config, write_config
-from tests.http_daemon import NoDaemon
-from tests.proc import run_syncd
+from tests.support.http_daemon import NoDaemon
+from tests.support.proc import run_syncd
 from tests.test_dashboard import sign_in
 
 

@@ -21,12 +21,12 @@ from connectors.caldav import CalDAVConnector, CalDAVSettings
 from syncd import google_auth, operations
 from syncd.app import App
 from syncd.store.tables import ConnectionRow, OutboxRow, SessionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import raw_request
-from tests.clock import FakeClock
 from tests.conftest import LOOPBACK_OK, make_config
-from tests.google_standin import GoogleStandIn
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import raw_request
+from tests.support.clock import FakeClock
+from tests.support.google_standin import GoogleStandIn
 
 LONDON = ZoneInfo("Europe/London")
 MONDAY = datetime(2027, 1, 11, 8, 0, tzinfo=UTC)

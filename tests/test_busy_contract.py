@@ -35,8 +35,14 @@ from connectors.base import BusyInterval, BusyOptions, BusyReader, CalendarInfo,
 from connectors.caldav import CalDAVConnector
 from connectors.errors import AuthFailed, BusyIncomplete, NotFound, Transient
 from connectors.google import GoogleConnector
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply, unused_port
-from tests.google_standin import GoogleStandIn
+from tests.support.caldav_servers import (
+    CalDAVServer,
+    HTTPProxy,
+    ProxiedRequest,
+    ProxyReply,
+    unused_port,
+)
+from tests.support.google_standin import GoogleStandIn
 from tests.test_connector_contract import CalDAVTarget, GoogleTarget, raw_request
 
 LONDON = ZoneInfo("Europe/London")

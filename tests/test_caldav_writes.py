@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from connectors.caldav import CalDAVConnector, CalDAVSettings
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
 from tests.conftest import LOOPBACK_OK
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
 
 
 def body(uid: str, summary: str = "x") -> str:

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from syncd.cli import main
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, unused_port
 from tests.conftest import make_config, write_config
-from tests.proc import jsonl, run_syncd
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, unused_port
+from tests.support.proc import jsonl, run_syncd
 
 
 def cli(config: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:

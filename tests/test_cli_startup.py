@@ -14,10 +14,10 @@ from cryptography.fernet import Fernet
 
 from syncd.cli import main
 from syncd.cli.main import COMMANDS, load_command
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
 from tests.conftest import make_config, write_config
-from tests.proc import jsonl
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.proc import jsonl
 
 HEAVY = ("sqlalchemy", "alembic", "caldav", "googleapiclient", "starlette", "uvicorn", "pydantic")
 

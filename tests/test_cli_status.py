@@ -14,10 +14,10 @@ from syncd.app import App
 from syncd.replica import replica_id
 from syncd.store import replicas
 from syncd.store.tables import ReplicaRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, unused_port
 from tests.conftest import make_config, write_config
-from tests.proc import syncd_cmd
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, unused_port
+from tests.support.proc import syncd_cmd
 from tests.test_dashboard import sign_in
 
 LONG_ID = "t-0f9e2c1a-5b7d-4c3e-9a8b-7d6e5f4c3b2a-with-a-long-suffix"

@@ -25,12 +25,12 @@ from syncd.app import App
 from syncd.config import Config
 from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.store.tables import ConnectionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, unused_port
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.google_standin import GoogleStandIn
-from tests.proc import start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, unused_port
+from tests.support.calendar_view import read_calendar
+from tests.support.google_standin import GoogleStandIn
+from tests.support.proc import start_syncd, wait_for
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _chromium_or_skip, _free_port
 from tests.test_outbox import SECRET, Receiver
 

@@ -31,11 +31,11 @@ from syncd.store.tables import ConnectionRow, ConnectLinkRow, MirrorRow, OutboxR
 from syncd.web import connect_links_api, dashboard
 from syncd.web.app import build_app, google_routes
 from syncd.web.connect_page import ConnectPage
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, HTTPProxy, unused_port
-from tests.calendar_view import read_calendar
 from tests.conftest import LOOPBACK_OK, make_config, write_config
-from tests.google_standin import GoogleStandIn
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, unused_port
+from tests.support.calendar_view import read_calendar
+from tests.support.google_standin import GoogleStandIn
 from tests.test_dashboard import sign_in
 
 PASSWORD, NEW_PASSWORD = "first pw", "second pw"

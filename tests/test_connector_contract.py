@@ -2,8 +2,8 @@
 
 Each provider is a :class:`ContractTarget`: the CalDAV connector against real Radicale and
 Xandikos servers, the Google connector against its Calendar v3 stand-in, and the in-memory
-account of tests/memory_calendar.py that the stateful model (tests/test_model.py) runs on, so
-that the double is held to the same contract as the connectors it stands in for.
+account of tests/support/memory_calendar.py that the stateful model (tests/test_model.py) runs
+on, so that the double is held to the same contract as the connectors it stands in for.
 
 The second half holds the CalDAV-only checks that need a fault-injecting proxy in front of a real
 server (exact bytes on the wire, missing ETags, no sync-collection, rate limits).
@@ -38,18 +38,18 @@ from connectors.errors import (
 )
 from connectors.google import GoogleConnector, GoogleSettings, event_id_for
 from connectors.google.ical import fields_from_ical
-from tests.caldav_servers import *  # noqa: F403 - the server fixtures
-from tests.caldav_servers import (
+from tests.conftest import LOOPBACK_OK
+from tests.support.caldav_servers import *  # noqa: F403 - the server fixtures
+from tests.support.caldav_servers import (
     CalDAVServer,
     HTTPProxy,
     ProxiedRequest,
     ProxyReply,
     unused_port,
 )
-from tests.conftest import LOOPBACK_OK
-from tests.google_standin import GoogleStandIn
-from tests.google_standin.fixtures import build_service
-from tests.memory_calendar import MemoryCalendar, MemoryServer
+from tests.support.google_standin import GoogleStandIn
+from tests.support.google_standin.fixtures import build_service
+from tests.support.memory_calendar import MemoryCalendar, MemoryServer
 
 # -- bodies -------------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class CalDAVTarget:
 
 
 class GoogleTarget:
-    """The Google connector against the Calendar v3 stand-in (tests/google_standin)."""
+    """The Google connector against the Calendar v3 stand-in (tests/support/google_standin)."""
 
     kind = "google"
 
@@ -254,7 +254,7 @@ class GoogleTarget:
 
 
 class MemoryTarget:
-    """The in-memory account of tests/memory_calendar.py (the model tests' double)."""
+    """The in-memory account of tests/support/memory_calendar.py (the model tests' double)."""
 
     kind = "memory"
 

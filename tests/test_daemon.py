@@ -17,12 +17,12 @@ from syncd.config import Config
 from syncd.daemon import Daemon
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, SessionRow, TherapistRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.inprocess import run_daemon_until
-from tests.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.inprocess import run_daemon_until
+from tests.support.proc import jsonl, run_syncd, start_syncd, wait_for
 
 
 def prepared(

@@ -25,10 +25,10 @@ from syncd.config import CalDAVConfig
 from syncd.store.tables import SyncQueueRow
 from syncd.web import dashboard
 from syncd.web.app import build_app
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
 from tests.conftest import make_config, write_config
-from tests.proc import start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.proc import start_syncd, wait_for
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -19,10 +19,10 @@ from sqlalchemy.exc import DBAPIError
 from syncd import operations
 from syncd.app import App
 from syncd.store import database, repo
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
+from tests.support.calendar_view import read_calendar
 
 N_SESSIONS = 30
 KILL = (

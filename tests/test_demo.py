@@ -12,9 +12,9 @@ from pathlib import Path
 from queue import Empty, Queue
 
 from syncd.project import uid_for
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import Seen, read_calendar
-from tests.proc import wait_for
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import Seen, read_calendar
+from tests.support.proc import wait_for
 
 
 def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> None:

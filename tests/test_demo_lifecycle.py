@@ -33,9 +33,9 @@ from syncd.demo_story import (
 )
 from syncd.replica import process_gone
 from syncd.store.tables import ConnectionRow, MirrorRow
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
-from tests.proc import wait_for
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.proc import wait_for
 
 LONDON = ZoneInfo(ZONE)
 

@@ -35,10 +35,10 @@ from syncd import delivery, google_auth, operations, outbox
 from syncd.app import App
 from syncd.config import PlatformConfig, load
 from syncd.store.tables import ConnectionRow, OutboxRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
 from tests.conftest import make_config
-from tests.google_standin.server import GoogleStandIn
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
+from tests.support.google_standin.server import GoogleStandIn
 
 # Address -> words its refusal must contain. The embedded forms are the findings.
 NON_PUBLIC = {

@@ -20,12 +20,12 @@ from syncd.daemon import Daemon
 from syncd.ingest import Result
 from syncd.project import uid_for
 from syncd.store.tables import Base, ConnectionRow, SessionRow, TherapistRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import raw_request, read_calendar
 from tests.conftest import make_config, write_config
-from tests.http_daemon import with_http_daemon
-from tests.proc import run_syncd
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import raw_request, read_calendar
+from tests.support.http_daemon import with_http_daemon
+from tests.support.proc import run_syncd
 
 CLIENT = {"id": "c-erase-88", "name": "Jane Secretname"}
 OTHER = {"id": "c-keep-99", "name": "Bob Keepme"}

@@ -1,5 +1,5 @@
-"""The fault-injecting proxy (tests/faults.py) in front of a real Radicale: every fault reaches
-the CalDAV connector as ``Transient`` from the one request it hit (a stalled answer by the
+"""The fault-injecting proxy (tests/support/faults.py) in front of a real Radicale: every fault
+reaches the CalDAV connector as ``Transient`` from the one request it hit (a stalled answer by the
 connector's own timeout), and a pass with faults on its first attempts still converges thanks
 to the engine's retries. Nothing here is timed: a loaded machine changes no outcome."""
 
@@ -17,11 +17,20 @@ from syncd import operations
 from syncd.app import App
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import LOOPBACK_OK, make_config
-from tests.faults import Action, FaultProxy, Rule, every, fault_proxy, first, probability, window
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.faults import (
+    Action,
+    FaultProxy,
+    Rule,
+    every,
+    fault_proxy,
+    first,
+    probability,
+    window,
+)
 
 __all__ = ["fault_proxy"]
 

@@ -27,10 +27,10 @@ from syncd.project import Entry, project
 from syncd.store import repo
 from syncd.store.tables import FeedTokenRow
 from syncd.web.feeds_api import etag_matches
-from tests import factories as f
 from tests.conftest import make_config, write_config
-from tests.http_daemon import with_http_daemon
-from tests.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.http_daemon import with_http_daemon
+from tests.support.proc import jsonl, run_syncd, start_syncd, wait_for
 
 T = TypeVar("T")
 CLIENT_WORDS = ("Jane", "Doe", "Robert", "Roe")

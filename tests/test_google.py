@@ -25,13 +25,13 @@ from syncd.engine import Engine
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, MirrorRow, OutboxRow
 from syncd.watch import renew_watches
-from tests import factories as f
 from tests.conftest import make_config, write_config
-from tests.google_standin import GoogleStandIn, fixtures
-from tests.google_standin.fixtures import entry_uid
-from tests.inprocess import run_daemon_until
-from tests.proc import jsonl, run_syncd, start_syncd, wait_for
-from tests.tls import TLSForwarder
+from tests.support import factories as f
+from tests.support.google_standin import GoogleStandIn, fixtures
+from tests.support.google_standin.fixtures import entry_uid
+from tests.support.inprocess import run_daemon_until
+from tests.support.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.support.tls import TLSForwarder
 
 # Every test here runs against each profile of Google's undocumented behaviour.
 google_standin = fixtures.google_standin_every_mode
@@ -473,7 +473,7 @@ def test_a_reply_cut_off_mid_body_is_retried_and_the_pass_converges(
     """The batch reaches the stand-in and is applied, but its answer is cut short: httplib2
     lets http.client's IncompleteRead through unwrapped, which must be a retryable error (the
     soak found it crashing the pass). The retry finds the events there and adopts them."""
-    from tests.faults import Action, Rule, first
+    from tests.support.faults import Action, Rule, first
 
     g = google_standin
     g.add_account(ANN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.google.scopes import CALLS, SCOPES, ConnectionMode, mode_for, scopes_for
-from tests.google_standin import method_scopes
+from tests.support.google_standin import method_scopes
 
 
 @pytest.mark.parametrize("mode", list(ConnectionMode))

@@ -1,5 +1,6 @@
 """Pins the documented Calendar v3 behaviour the Google stand-in reproduces, through the real
-google-api-python-client and google-auth (tests/google_standin/README.md lists the choices)."""
+google-api-python-client and google-auth (tests/support/google_standin/README.md lists the
+choices)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import pytest
 from google.auth.exceptions import RefreshError
 from googleapiclient.errors import HttpError
 
-from tests.google_standin import GoogleStandIn, fixtures
-from tests.google_standin.fixtures import GoogleAccount, build_service
-from tests.tls import server_context
+from tests.support.google_standin import GoogleStandIn, fixtures
+from tests.support.google_standin.fixtures import GoogleAccount, build_service
+from tests.support.tls import server_context
 
 # The package's fixtures, made visible to this module.
 google_standin = fixtures.google_standin

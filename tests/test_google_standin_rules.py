@@ -12,8 +12,8 @@ import httpx
 import pytest
 from googleapiclient.errors import HttpError
 
-from tests.google_standin import GoogleStandIn
-from tests.google_standin.fixtures import build_service
+from tests.support.google_standin import GoogleStandIn
+from tests.support.google_standin.fixtures import build_service
 
 EMAIL = "therapist@example.com"
 START = datetime(2026, 12, 1, 10, tzinfo=UTC)

@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 
 from syncd import operations
 from syncd.store.tables import ConnectionRow, MirrorRow
-from tests import factories as f
 from tests import test_google
-from tests.google_standin import GoogleStandIn, fixtures
-from tests.google_standin.fixtures import build_service
+from tests.support import factories as f
+from tests.support.google_standin import GoogleStandIn, fixtures
+from tests.support.google_standin.fixtures import build_service
 from tests.test_google import ANN, BOB, CLIENT_ID, CLIENT_SECRET, World, ingest, sessions, sync
 
 google_standin = fixtures.google_standin_every_mode

@@ -32,9 +32,9 @@ from syncd.app import App
 from syncd.store.tables import ConnectionRow
 from syncd.web.app import build_app
 from syncd.web.ingest_api import SignatureError, parse_signature
-from tests import factories as f
 from tests.conftest import make_config
-from tests.http_daemon import NoDaemon, serving
+from tests.support import factories as f
+from tests.support.http_daemon import NoDaemon, serving
 from tests.test_hostile_input import JSON_VALUES, PAYLOADS, SETTINGS, deep_text, snapshot, to_json
 
 SECRET = b"hostile-http-secret"

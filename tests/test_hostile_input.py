@@ -29,11 +29,11 @@ from syncd import operations, outbox, reconcile
 from syncd.app import App
 from syncd.ingest import Result
 from syncd.store.tables import Base, BusyIntervalRow, ConnectionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
 from tests.conftest import LOOPBACK_OK, make_config, write_config
-from tests.http_daemon import serving
-from tests.proc import jsonl, run_syncd
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
+from tests.support.http_daemon import serving
+from tests.support.proc import jsonl, run_syncd
 from tests.test_connector_contract import raw_request
 
 SECRET = b"hostile-ingest-secret"

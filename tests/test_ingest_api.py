@@ -16,12 +16,12 @@ from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, InboundEventRow, SessionRow, TherapistRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config
-from tests.http_daemon import with_http_daemon
-from tests.proc import wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.http_daemon import with_http_daemon
+from tests.support.proc import wait_for
 
 SECRET = b"ingest-secret-for-tests"
 

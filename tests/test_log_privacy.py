@@ -33,14 +33,14 @@ from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.log_guard import safe_db_message, safe_traceback
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.faults import Action, FaultProxy, Rule, first
-from tests.google_standin.server import GoogleStandIn
-from tests.http_daemon import with_http_daemon
-from tests.proc import run_syncd, start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy, ProxiedRequest, ProxyReply
+from tests.support.calendar_view import read_calendar
+from tests.support.faults import Action, FaultProxy, Rule, first
+from tests.support.google_standin.server import GoogleStandIn
+from tests.support.http_daemon import with_http_daemon
+from tests.support.proc import run_syncd, start_syncd, wait_for
 
 CLIENT = "Zephyrine Quillfeather"
 FIRST, LAST = CLIENT.split()

@@ -14,10 +14,10 @@ import pytest
 
 from syncd.logs import log_context, new_pass_id, redact, setup_logging
 from syncd.project import uid_for
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
-from tests.proc import jsonl, run_syncd, start_syncd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.proc import jsonl, run_syncd, start_syncd, wait_for
 from tests.test_daemon import prepared
 
 

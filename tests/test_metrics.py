@@ -20,8 +20,8 @@ from syncd.daemon import Daemon
 from syncd.store.tables import ConflictRow, ConnectionRow, MirrorRow, OutboxRow, SyncQueueRow
 from syncd.web import app as web_app
 from syncd.web import metrics_api
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

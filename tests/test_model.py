@@ -1,13 +1,13 @@
 """A stateful model of the whole engine (issue 7, part 3).
 
 The real Engine, Ingestor, expiry sweep and availability run against a real SQLAlchemy store
-(in-memory SQLite) and the in-memory calendar of tests/memory_calendar.py. Hypothesis interleaves
-platform events, clock advances, therapist edits, connector faults and restarts.
+(in-memory SQLite) and the in-memory calendar of tests/support/memory_calendar.py. Hypothesis
+interleaves platform events, clock advances, therapist edits, connector faults and restarts.
 
-The machine keeps its own model of the platform (tests/platform_model.py): every event's answer
-(applied, duplicate, stale, refused by a named rule) must be the one the model predicts, every
-sweep must expire exactly the offers the model says are due, and after every quiet pass the
-calendar must hold exactly what the oracle (tests/oracle.py) derives from that model: UIDs,
+The machine keeps its own model of the platform (tests/support/platform_model.py): every event's
+answer (applied, duplicate, stale, refused by a named rule) must be the one the model predicts,
+every sweep must expire exactly the offers the model says are due, and after every quiet pass the
+calendar must hold exactly what the oracle (tests/support/oracle.py) derives from that model: UIDs,
 instants, zones, titles under the therapist's privacy choices, status, CLASS, location, series
 and their EXDATEs. It must also be the projection of the stored state (syncd's own view),
 compared as well, never instead."""
@@ -40,11 +40,11 @@ from syncd.project import is_ours, project, uid_for
 from syncd.retry import RetryPolicy
 from syncd.store import repo
 from syncd.store.tables import Base, ConnectionRow
-from tests import factories as f
-from tests import oracle
-from tests.clock import FakeClock
-from tests.memory_calendar import MemoryCalendar
-from tests.platform_model import Outcome, PlatformModel
+from tests.support import factories as f
+from tests.support import oracle
+from tests.support.clock import FakeClock
+from tests.support.memory_calendar import MemoryCalendar
+from tests.support.platform_model import Outcome, PlatformModel
 from tests.test_plan import edited_by_therapist, foreign_body, parse_ours
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

@@ -16,11 +16,11 @@ from syncd import operations
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.metrics import iter_samples
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer, unused_port
 from tests.conftest import make_config
-from tests.http_daemon import with_http_daemon
-from tests.proc import wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, unused_port
+from tests.support.http_daemon import with_http_daemon
+from tests.support.proc import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "monitoring" / "prometheus" / "syncd-alerts.yml"

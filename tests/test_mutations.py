@@ -1,4 +1,4 @@
-"""Each oracle proven able to fail: syncd deliberately broken (tests/mutations.py) in four
+"""Each oracle proven able to fail: syncd deliberately broken (tests/support/mutations.py) in four
 plausible ways, and the state machine of tests/test_model.py driven through a scenario that
 meets the bug. Unbroken, the scenario passes; broken, the model's checks report it, with the
 reason. (The soak's runs under the same mutations are in docs/reliability.md.)"""
@@ -11,7 +11,7 @@ import pytest
 
 from syncd.plan import resource_name
 from syncd.project import is_ours
-from tests import mutations
+from tests.support import mutations
 from tests.test_model import EngineModel
 
 

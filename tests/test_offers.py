@@ -18,12 +18,12 @@ from syncd.daemon import Daemon
 from syncd.ingest import Result
 from syncd.project import uid_for
 from syncd.store.tables import Base, OfferRow, OutboxRow, SessionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
-from tests.clock import FakeClock
 from tests.conftest import make_config
-from tests.inprocess import run_daemon_until
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.clock import FakeClock
+from tests.support.inprocess import run_daemon_until
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # a Tuesday morning
 SESSION_START = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)

@@ -17,10 +17,10 @@ from syncd import config as config_mod
 from syncd import secrets
 from syncd.app import GOOGLE_CREDENTIAL, App
 from syncd.cli.main import COMMANDS
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
 from tests.conftest import make_config, write_config
-from tests.proc import jsonl, run_syncd
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.proc import jsonl, run_syncd
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "syncd.service"

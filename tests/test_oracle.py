@@ -1,7 +1,7 @@
-"""The oracle (tests/oracle.py) and the platform model (tests/platform_model.py) on their own:
-the texts of DESIGN.md §2 written out, the entries derived from a known platform state, every
-kind of difference reported from handwritten iCalendar and Google events, the model's answers
-to events, and agreement with syncd on what syncd gets right."""
+"""The oracle (tests/support/oracle.py) and the platform model (tests/support/platform_model.py) on
+their own: the texts of DESIGN.md §2 written out, the entries derived from a known platform
+state, every kind of difference reported from handwritten iCalendar and Google events, the model's
+answers to events, and agreement with syncd on what syncd gets right."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from syncd.ingest import Ingestor
 from syncd.project import project
 from syncd.store import repo
 from syncd.store.tables import Base
-from tests import factories as f
-from tests import oracle as o
-from tests.platform_model import PlatformModel
+from tests.support import factories as f
+from tests.support import oracle as o
+from tests.support.platform_model import PlatformModel
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 IN_PERSON = {"type": "in_person", "address": "10 Harley St"}

@@ -32,7 +32,7 @@ from syncd.project import Entry, is_ours, name_for, uid_for
 from syncd.retry import RetryPolicy
 from syncd.store import repo
 from syncd.store.tables import Base, ConnectionRow, TherapistRow
-from tests.memory_calendar import NoCapabilities
+from tests.support.memory_calendar import NoCapabilities
 
 CAL = "/dav/therapist/syncd/"
 STAMP = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -18,9 +18,9 @@ from sqlalchemy import text
 from syncd.app import App
 from syncd.config import Config
 from syncd.secrets import load_or_create_key
-from tests import factories as f
 from tests.conftest import write_config
-from tests.proc import jsonl
+from tests.support import factories as f
+from tests.support.proc import jsonl
 
 
 def mode(path: Path) -> int:

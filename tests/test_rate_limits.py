@@ -25,9 +25,9 @@ from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.store.tables import RateLimitRow, TherapistRow
 from syncd.web.app import build_app
-from tests import factories as f
 from tests.conftest import make_config
-from tests.http_daemon import NoDaemon, with_http_daemon
+from tests.support import factories as f
+from tests.support.http_daemon import NoDaemon, with_http_daemon
 from tests.test_dashboard import sign_in
 
 SECRET = b"rate-limit-ingest-secret"

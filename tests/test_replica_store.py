@@ -17,10 +17,10 @@ from syncd.app import App
 from syncd.metrics import iter_samples
 from syncd.store import queue, replicas, wakeups
 from syncd.store.tables import SyncQueueRow, TherapistRow
-from tests import factories as f
 from tests.conftest import make_config
-from tests.inprocess import run_daemon_until
-from tests.proc import wait_for
+from tests.support import factories as f
+from tests.support.inprocess import run_daemon_until
+from tests.support.proc import wait_for
 
 LEASE = timedelta(seconds=30)
 

@@ -25,12 +25,12 @@ from sqlalchemy import func, select
 from syncd.app import App
 from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.store.tables import OfferRow, OutboxRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.proc import wait_for
-from tests.replicas_harness import (
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.proc import wait_for
+from tests.support.replicas_harness import (
     Expected,
     Model,
     Replicas,

@@ -17,11 +17,11 @@ from syncd.app import App
 from syncd.ingest import Result
 from syncd.project import uid_for
 from syncd.store import repo
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_raw
-from tests.clock import FakeClock
 from tests.conftest import make_config
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_raw
+from tests.support.clock import FakeClock
 
 LONDON = ZoneInfo("Europe/London")
 UID = uid_for("reserved", "r-1")

@@ -21,11 +21,11 @@ from syncd.daemon import Daemon
 from syncd.replica import replica_id
 from syncd.store import queue, replicas
 from syncd.store.tables import ReplicaRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config, write_config
-from tests.proc import jsonl, run_syncd, start_syncd, syncd_cmd, wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.proc import jsonl, run_syncd, start_syncd, syncd_cmd, wait_for
 from tests.test_daemon import prepared
 
 EX_TEMPFAIL = 75

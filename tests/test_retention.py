@@ -31,11 +31,11 @@ from syncd.store.tables import (
     SessionRow,
     SyncQueueRow,
 )
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import read_calendar
 from tests.conftest import make_config
-from tests.proc import wait_for
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import read_calendar
+from tests.support.proc import wait_for
 from tests.test_erasure import connect, reserved, sync
 
 DAY = timedelta(days=1)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests import soak
-from tests.caldav_servers import CalDAVServer
-from tests.google_standin import GoogleStandIn
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.google_standin import GoogleStandIn
 
 
 @pytest.mark.slow

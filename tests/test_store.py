@@ -20,7 +20,7 @@ from syncd.store.tables import (
     SyncQueueRow,
     TherapistRow,
 )
-from tests import factories as f
+from tests.support import factories as f
 
 
 def counts(app: App) -> dict[str, int]:

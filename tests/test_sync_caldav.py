@@ -14,9 +14,9 @@ from syncd.ingest import Result
 from syncd.plan import Op
 from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow, DriftRow, EntityHistoryRow, SessionRow
-from tests import factories as f
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import raw_request, read_calendar
+from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import raw_request, read_calendar
 
 MOVE = {"reason": "client_requested", "by": "client"}
 

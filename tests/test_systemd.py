@@ -21,7 +21,7 @@ from syncd import config as config_mod
 from syncd.lifecycle import merge
 from syncd.notify import Notifier
 from tests.conftest import make_config, write_config
-from tests.proc import start_syncd
+from tests.support.proc import start_syncd
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "syncd.service"
 

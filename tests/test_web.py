@@ -26,7 +26,7 @@ from syncd.daemon import Daemon
 from syncd.web import app as web_app
 from syncd.web.server import WebServerError
 from tests.conftest import make_config, write_config
-from tests.proc import start_syncd, wait_for
+from tests.support.proc import start_syncd, wait_for
 
 T = TypeVar("T")
 

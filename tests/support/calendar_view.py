@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 import caldav
 import icalendar
 
-from tests.caldav_servers import CalDAVServer
+from tests.support.caldav_servers import CalDAVServer
 
 
 @dataclass(frozen=True)

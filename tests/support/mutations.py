@@ -8,8 +8,8 @@ Each mutation patches one syncd function the way a plausible bug would break it:
 - ``label_ignored``: titles ignore the therapist's privacy choice (the first name, always).
 
 In-process tests use :func:`applied` (a context manager); the soak's processes are mutated
-through :data:`ENV`, which the ``sitecustomize`` module in tests/mutation_hook/ reads at start
-(``python -m tests.soak --mutation NAME``).
+through :data:`ENV`, which the ``sitecustomize`` module in tests/support/mutation_hook/ reads
+at start (``python -m tests.soak --mutation NAME``).
 """
 
 from __future__ import annotations

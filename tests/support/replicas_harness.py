@@ -33,12 +33,12 @@ from connectors.base import PASS_HEADER
 from syncd import operations
 from syncd.app import App
 from syncd.store.tables import ConnectionRow, MirrorRow, ReplicaRow, SyncQueueRow
-from tests import factories as f
-from tests import oracle
-from tests.caldav_servers import CalDAVServer, HTTPProxy
-from tests.calendar_view import read_calendar
-from tests.platform_model import PlatformModel
-from tests.proc import start_syncd
+from tests.support import factories as f
+from tests.support import oracle
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy
+from tests.support.calendar_view import read_calendar
+from tests.support.platform_model import PlatformModel
+from tests.support.proc import start_syncd
 
 # -- the server side's view of passes -------------------------------------------------------------
 
@@ -243,8 +243,8 @@ def therapist_event(tid: str) -> dict[str, Any]:
 
 
 class Model:
-    """The platform as the test knows it (tests/platform_model.py), fed by threads: each event's
-    answer is predicted under a lock, then syncd's is compared with it."""
+    """The platform as the test knows it (tests/support/platform_model.py), fed by threads: each
+    event's answer is predicted under a lock, then syncd's is compared with it."""
 
     def __init__(self) -> None:
         self.platform_model = PlatformModel()

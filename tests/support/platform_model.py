@@ -1,7 +1,7 @@
 """The platform as the test generators know it: every event they send goes through
 :meth:`PlatformModel.send`, which says what syncd must answer (``applied``, ``duplicate``,
 ``stale`` or ``refused`` by a named rule) and, for what is applied, keeps the platform state the
-oracle (tests/oracle.py) judges the calendars by.
+oracle (tests/support/oracle.py) judges the calendars by.
 
 The answers come from DESIGN.md §1 and §3 re-stated here for the events the generators make, not
 from syncd's code: duplicates by event id, stale versions per entity, the rules of moves,
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests import oracle as o
+from tests.support import oracle as o
 
 
 @dataclass(frozen=True)

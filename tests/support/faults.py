@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.caldav_servers import HTTPProxy, ProxiedRequest, ProxyReply
+from tests.support.caldav_servers import HTTPProxy, ProxiedRequest, ProxyReply
 
 __all__ = [
     "Action",

@@ -81,7 +81,7 @@ USER_RATE_LIMIT = 600
 USER_RATE_WINDOW = 60.0
 
 # Where Google's behaviour is undocumented, each plausible one as a named set of modes; syncd's
-# Google tests run against every profile (tests/google_standin/README.md, "Modes").
+# Google tests run against every profile (tests/support/google_standin/README.md, "Modes").
 MODE_PROFILES: dict[str, dict[str, Any]] = {
     "observed": {},
     "update-gone": {"update_deleted": "gone"},

@@ -2,7 +2,7 @@
 
 Import what you need into a test module or conftest.py::
 
-    from tests.google_standin.fixtures import build_service, google_standin  # noqa: F401
+    from tests.support.google_standin.fixtures import build_service, google_standin  # noqa: F401
 
 - ``google_standin``: a started :class:`GoogleStandIn`, fresh per test, stopped afterwards.
 - ``google_account``: an account on it (``therapist@example.com``) and its refresh token.
@@ -22,7 +22,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build_from_document
 
-from tests.google_standin.server import MODE_PROFILES, GoogleStandIn
+from tests.support.google_standin.server import MODE_PROFILES, GoogleStandIn
 
 __all__ = [
     "GoogleAccount",
