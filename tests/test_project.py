@@ -391,15 +391,24 @@ def test_text_moved_between_fields_changes_the_fingerprint(x: str, y: str, z: st
 
 def parsed_event(e: Entry) -> tuple[icalendar.Calendar, icalendar.Event]:
     cal = icalendar.Calendar.from_ical(ical.render(e, NOW))
-    events = cal.walk("VEVENT")
+    events = cal.events
     assert len(events) == 1
     return cal, events[0]
+
+
+def date_time(ev: icalendar.Event, name: str) -> tuple[icalendar.vDDDTypes, datetime]:
+    """Property ``name`` of ``ev`` (for its parameters) and its value, which must be a date-time
+    (icalendar types a property as the union of every value type)."""
+    prop = ev[name]
+    assert isinstance(prop, icalendar.vDDDTypes), prop
+    assert isinstance(prop.dt, datetime), prop.dt
+    return prop, prop.dt
 
 
 def embedded_offset(cal: icalendar.Calendar, local: datetime) -> timedelta | None:
     """The UTC offset at ``local`` according to the VTIMEZONE in the body itself (not the
     system's zone database): what a client without Olson data will use."""
-    (vtz,) = cal.walk("VTIMEZONE")
+    (vtz,) = cal.timezones
     tz = vtz.to_tz(lookup_tzid=False)
     return local.replace(tzinfo=tz).utcoffset()
 
@@ -412,12 +421,12 @@ def test_rendered_entry_round_trips(zone: str, label: d.ClientLabel) -> None:
     s = session(version=7, status=d.SessionStatus.UNCONFIRMED)
     e = only(therapist(label, zone=zone), s)
     cal, ev = parsed_event(e)
-    dtstart, dtend = ev["DTSTART"], ev["DTEND"]
+    (dtstart, start), (dtend, end) = date_time(ev, "DTSTART"), date_time(ev, "DTEND")
     assert dtstart.params["TZID"] == zone
     assert dtend.params["TZID"] == zone
-    assert dtstart.dt == START and dtend.dt == START + timedelta(minutes=50)
-    assert dtstart.dt.tzinfo is not None
-    assert dtstart.dt.tzinfo.utcoffset(dtstart.dt) == ZoneInfo(zone).utcoffset(
+    assert start == START and end == START + timedelta(minutes=50)
+    assert start.tzinfo is not None
+    assert start.tzinfo.utcoffset(start) == ZoneInfo(zone).utcoffset(
         START.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
     )
     tzids = [str(tz["TZID"]) for tz in cal.walk("VTIMEZONE")]
@@ -454,10 +463,10 @@ def test_london_clock_changes(local_day: datetime, utc_instant: datetime) -> Non
     assert start == utc_instant  # the case is what the test says it is
     e = only(therapist(zone="Europe/London"), session(start=start))
     cal, ev = parsed_event(e)
-    dtstart = ev["DTSTART"]
+    dtstart, value = date_time(ev, "DTSTART")
     assert dtstart.params["TZID"] == "Europe/London"
-    assert dtstart.dt.replace(tzinfo=None) == local_day  # 10:00 on the wall clock
-    assert dtstart.dt.astimezone(UTC) == utc_instant
+    assert value.replace(tzinfo=None) == local_day  # 10:00 on the wall clock
+    assert value.astimezone(UTC) == utc_instant
     assert "DTSTART;TZID=Europe/London:" + local_day.strftime("%Y%m%dT%H%M%S") in ical.render(
         e, NOW
     )

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
-import caldav
 import icalendar
+from caldav.calendarobjectresource import Event
+from caldav.collection import Calendar
+from caldav.davclient import DAVClient
 
 from tests.support.caldav_servers import CalDAVServer
 
@@ -31,33 +33,36 @@ class Seen:
 
 def read_raw(server: CalDAVServer, calendar_url: str) -> list[icalendar.Calendar]:
     """Every calendar object resource as the server stores it."""
-    with caldav.DAVClient(
+    with DAVClient(
         url=server.url, username=server.username, password=server.password, timeout=10
     ) as client:
-        out = []
-        for obj in client.calendar(url=calendar_url).events():
-            if not obj.data:
-                obj.load()
-            out.append(icalendar.Calendar.from_ical(obj.data))
-        return out
+        return [icalendar.Calendar.from_ical(obj.data) for obj in _loaded(client, calendar_url)]
 
 
 def read_calendar(server: CalDAVServer, calendar_url: str) -> dict[str, Seen]:
     """Every VEVENT in the calendar, keyed by UID (a duplicate UID fails the read)."""
-    with caldav.DAVClient(
+    with DAVClient(
         url=server.url, username=server.username, password=server.password, timeout=10
     ) as client:
-        cal = client.calendar(url=calendar_url)
         out: dict[str, Seen] = {}
-        for obj in cal.events():
-            if not obj.data:
-                obj.load()
+        for obj in _loaded(client, calendar_url):
             parsed = icalendar.Calendar.from_ical(obj.data)
-            for ev in parsed.walk("VEVENT"):
+            for ev in parsed.events:
                 seen = Seen(urlsplit(str(obj.url)).path, obj.props.get("{DAV:}getetag"), ev)
                 assert seen.uid not in out, f"duplicate UID {seen.uid}"
                 out[seen.uid] = seen
         return out
+
+
+def _loaded(client: DAVClient, calendar_url: str) -> list[Event]:
+    """Every event resource of the calendar, its data loaded. caldav types the answers of its
+    calls as "list or coroutine" (one API for sync and async clients); a sync client's are lists."""
+    found = Calendar(client=client, url=calendar_url).events()
+    assert isinstance(found, list)
+    for obj in found:
+        if not obj.data:
+            obj.load()
+    return found
 
 
 def raw_request(
@@ -67,7 +72,7 @@ def raw_request(
     body: str = "",
     headers: dict[str, str] | None = None,
 ) -> int:
-    with caldav.DAVClient(
+    with DAVClient(
         url=server.url, username=server.username, password=server.password, timeout=10
     ) as client:
         resp = client.request(urljoin(server.url, url), method, body, headers or {})

@@ -62,7 +62,7 @@ class NoDaemon:
 def serving(app: App) -> Iterator[str]:
     """The daemon's HTTP application on the real server (uvicorn, as ``syncd run`` serves it) on
     a loopback port, without the daemon; yields its base URL."""
-    web = build_app(app, NoDaemon(app))  # type: ignore[arg-type]
+    web = build_app(app, NoDaemon(app))
     server = WebServer(web, app.config.http)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-http", daemon=True)

@@ -367,7 +367,7 @@ def compare(who: str, want: dict[str, Want], seen: list[Seen]) -> list[str]:
     problems += [f"{who}: unexpected {u}" for u in sorted(set(by_uid) - set(want))]
     for u in sorted(set(want) & set(by_uid)):
         w, s = want[u], by_uid[u]
-        fields = {
+        fields: dict[str, tuple[object, object]] = {
             "start": (w.start.astimezone(UTC), s.start.astimezone(UTC)),
             "end": (w.end.astimezone(UTC), s.end.astimezone(UTC)),
             "zone": (w.zone, s.zone),

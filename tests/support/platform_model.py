@@ -69,7 +69,7 @@ class PlatformModel:
         data = event["data"]
         kind = event["type"].split(".")[0]
         try:
-            outcome = getattr(self, f"_{kind}")(data, now)
+            outcome: Outcome = getattr(self, f"_{kind}")(data, now)
         except Refused as exc:
             return Outcome("refused", exc.rule)
         self.stored_ids.add(event["id"])
@@ -87,7 +87,7 @@ class PlatformModel:
         return done
 
     def _stale(self, kind: str, data: dict[str, Any]) -> bool:
-        return self.versions.get((kind, data["id"]), -1) >= data["version"]
+        return self.versions.get((kind, data["id"]), -1) >= int(data["version"])
 
     # -- one method per entity type ----------------------------------------------------------------
 
@@ -125,10 +125,11 @@ class PlatformModel:
             moved = (old.start, old.end) != (new.start, new.end)
             reinstated = old.status == "cancelled" and new.status != "cancelled"
             change = data.get("change")
-            if (moved or reinstated) and change is None:
-                raise Refused("reason_required")
-            if (moved or reinstated) and old.start <= now and change["by"] != "team":
-                raise Refused("past_session_team_only")
+            if moved or reinstated:
+                if change is None:
+                    raise Refused("reason_required")
+                if old.start <= now and change["by"] != "team":
+                    raise Refused("past_session_team_only")
         self.platform.sessions[new.id] = new
         return APPLIED
 

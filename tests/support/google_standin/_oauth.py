@@ -251,7 +251,7 @@ class OAuthEndpoints(StandInState):
         token = req.param("token")
         if token is None and req.body:
             form = parse_qs(req.body.decode("utf-8", "replace"))
-            token = (form.get("token") or [None])[-1]
+            token = form["token"][-1] if form.get("token") else None
         with self._lock:
             if token and self._revoke_refresh_token(token):
                 return _json(200, {})

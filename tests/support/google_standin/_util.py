@@ -7,7 +7,7 @@ import copy
 import re
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 # Event ids: "characters allowed in the ID are those used in base32hex encoding, i.e. lowercase
 # letters a-v and digits 0-9 ... the length of the ID must be between 5 and 1024 characters"
@@ -40,7 +40,10 @@ def parse_rfc3339(value: str) -> datetime:
     return dt
 
 
-def deep_copy(value: Any) -> Any:
+T = TypeVar("T")
+
+
+def deep_copy(value: T) -> T:
     return copy.deepcopy(value)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email import message_from_string
+from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 from http import HTTPStatus
@@ -785,6 +786,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         boundary = "batch_" + secrets.token_hex(12)
         chunks: list[str] = []
         for part in parts:
+            assert isinstance(part, Message)  # the parts of a multipart message are messages
             content_id = (part.get("Content-ID") or "").strip()
             inner = self._batch_part(part.get_payload(), outer_headers, req.query)
             reason = HTTPStatus(inner.status).phrase
