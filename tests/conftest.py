@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -68,7 +68,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_config(state: Path, db: str | None = None, **sections: dict[str, object]) -> Config:
+def make_config(state: Path, db: str | None = None, /, **sections: Mapping[str, object]) -> Config:
+    """A test configuration under ``state``; ``sections`` (by section name) override its values.
+    ``db`` is positional only, so that no section can be taken for it."""
     key = state / "secret.key"
     if not key.exists():
         private_files.private_dir(state)

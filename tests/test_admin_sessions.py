@@ -24,7 +24,7 @@ from tests.test_dashboard import sign_in
 
 
 def _client(app: App, address: str = "198.51.100.7") -> TestClient:
-    web = build_app(app, NoDaemon(), dashboard.routes(app, NoDaemon()))  # type: ignore[arg-type]
+    web = build_app(app, NoDaemon(), dashboard.routes(app, NoDaemon()))
     return TestClient(web, base_url="https://testserver", client=(address, 50000))
 
 
@@ -42,11 +42,12 @@ def _token(app: App, name: str, scope: auth.Scope = auth.Scope.ADMIN) -> str:
 
 
 def _signed_in(tc: TestClient) -> bool:
-    return tc.get("/admin", follow_redirects=False).status_code == 200
+    status: int = tc.get("/admin", follow_redirects=False).status_code
+    return status == 200
 
 
 def _csrf(tc: TestClient) -> str:
-    page = tc.get("/admin").text
+    page: str = tc.get("/admin").text
     marker = 'name="csrf" value="'
     return page.split(marker, 1)[1].split('"', 1)[0]
 

@@ -231,12 +231,12 @@ def test_design_example_parses_into_utc_instants() -> None:
 
 @pytest.mark.parametrize("raw_type", [str, bytes, dict])
 def test_every_input_form_is_accepted(raw_type: type) -> None:
-    raw: Any = {
+    forms: dict[type, Any] = {
         str: DESIGN_EXAMPLE,
         bytes: DESIGN_EXAMPLE.encode(),
         dict: json.loads(DESIGN_EXAMPLE),
-    }[raw_type]
-    assert parse_event(raw).data.id == "s-1001"
+    }
+    assert parse_event(forms[raw_type]).data.id == "s-1001"
 
 
 def test_offset_is_converted_to_utc() -> None:

@@ -20,7 +20,7 @@ from syncd.store.tables import ConnectionRow, SessionRow, TherapistRow
 from tests.conftest import make_config, write_config
 from tests.support import factories as f
 from tests.support.caldav_servers import CalDAVServer
-from tests.support.calendar_view import read_calendar
+from tests.support.calendar_view import Seen, read_calendar
 from tests.support.inprocess import run_daemon_until
 from tests.support.proc import jsonl, run_syncd, start_syncd, wait_for
 
@@ -78,7 +78,7 @@ def test_bad_input_is_refused_and_the_daemon_keeps_running(
     proc = start_syncd(path, "run", log=tmp_path / "run.log")
     good = f.session("s-ok", f.future(days=4))
     naive = f.session("s-naive", f.future(days=4))
-    naive["data"]["start"] = naive["data"]["start"].replace("+00:00", "")  # type: ignore[index]
+    naive["data"]["start"] = naive["data"]["start"].replace("+00:00", "")
     bad_lines = [
         "{this is not json",
         json.dumps({**f.session("s-x", f.future()), "type": "session.exploded"}),
@@ -91,7 +91,7 @@ def test_bad_input_is_refused_and_the_daemon_keeps_running(
             {
                 **f.therapist("t-8"),
                 "data": {
-                    **f.therapist("t-8")["data"],  # type: ignore[dict-item]
+                    **f.therapist("t-8")["data"],
                     "version": "seven",
                 },
             }
@@ -178,9 +178,9 @@ def test_sigkill_in_the_middle_of_a_pass_loses_and_duplicates_nothing(
     proc = start_syncd(path, "run", log=tmp_path / "run2.log")
     try:
 
-        def converged() -> bool:
+        def converged() -> dict[str, Seen] | None:
             got = read_calendar(radicale_server, cal)
-            return len(got) == n - 10 and got
+            return got if len(got) == n - 10 else None
 
         final = wait_for(converged, 300, "the calendar to converge after the restart")
     finally:

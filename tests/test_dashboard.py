@@ -303,9 +303,10 @@ def sign_in(tc: TestClient, token: str) -> httpx.Response:
     assert form.status_code == 200, form.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf is not None
-    return tc.post(
+    signed: httpx.Response = tc.post(
         "/admin/login", data={"token": token, "csrf": csrf.group(1)}, follow_redirects=False
     )
+    return signed
 
 
 def test_cookie_is_secure_behind_https_and_revocation_ends_the_session(

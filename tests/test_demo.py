@@ -7,14 +7,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from queue import Empty, Queue
+from queue import Empty
 
 from syncd.project import uid_for
 from tests.support.caldav_servers import CalDAVServer
 from tests.support.calendar_view import Seen, read_calendar
-from tests.support.proc import wait_for
+from tests.support.proc import line_queue, wait_for
 
 
 def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> None:
@@ -27,9 +26,8 @@ def test_demo_mirrors_its_sample_data_and_stops_on_sigint(tmp_path: Path) -> Non
         text=True,
         env=env,
     )
-    lines: Queue[str] = Queue()
     assert proc.stdout is not None
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    lines = line_queue(proc.stdout)
     seen: list[str] = []
     try:
         while not any("Story done" in ln for ln in seen):

@@ -10,10 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from queue import Empty, Queue
+from queue import Empty
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,7 +34,7 @@ from syncd.replica import process_gone
 from syncd.store.tables import ConnectionRow, MirrorRow
 from tests.support.caldav_servers import CalDAVServer
 from tests.support.calendar_view import read_calendar
-from tests.support.proc import wait_for
+from tests.support.proc import line_queue, wait_for
 
 LONDON = ZoneInfo(ZONE)
 
@@ -100,11 +99,9 @@ class Demo:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **env},
         )
-        self.lines: Queue[str] = Queue()
         self.seen: list[str] = []
-        out = self.proc.stdout
-        assert out is not None
-        threading.Thread(target=lambda: [self.lines.put(ln) for ln in out], daemon=True).start()
+        assert self.proc.stdout is not None
+        self.lines = line_queue(self.proc.stdout)
 
     def wait_for(self, text: str, timeout: float = 120) -> str:
         while not any(text in ln for ln in self.seen):

@@ -19,7 +19,7 @@ from syncd.project import uid_for
 from syncd.store.tables import ConnectionRow
 from tests.conftest import LOOPBACK_OK, make_config
 from tests.support import factories as f
-from tests.support.caldav_servers import CalDAVServer
+from tests.support.caldav_servers import CalDAVServer, ProxiedRequest, ProxyReply
 from tests.support.calendar_view import read_calendar
 from tests.support.faults import (
     Action,
@@ -31,6 +31,7 @@ from tests.support.faults import (
     probability,
     window,
 )
+from tests.support.google_standin import GoogleStandIn
 
 __all__ = ["fault_proxy"]
 
@@ -55,13 +56,15 @@ FAULTS: dict[str, Rule] = {
 def fresh(rule: Rule, **changes: object) -> Rule:
     values = {k: getattr(rule, k) for k in ("action", "delay", "status", "retry_after", "keep")}
     values.update(changes)
-    return Rule(**values)  # type: ignore[arg-type]
+    return Rule(**values)
+
+
+# A fault proxy and the Radicale server as seen through it.
+Proxied = tuple[FaultProxy, CalDAVServer]
 
 
 @pytest.fixture
-def proxied(
-    radicale_server: CalDAVServer, fault_proxy: Callable[[str], FaultProxy]
-) -> tuple[FaultProxy, CalDAVServer]:
+def proxied(radicale_server: CalDAVServer, fault_proxy: Callable[[str], FaultProxy]) -> Proxied:
     proxy = fault_proxy(radicale_server.url)
     return proxy, CalDAVServer(
         "radicale", proxy.url, radicale_server.username, radicale_server.password
@@ -69,7 +72,7 @@ def proxied(
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
-def test_each_fault_is_transient_and_quick(name: str, proxied) -> None:  # type: ignore[no-untyped-def]
+def test_each_fault_is_transient_and_quick(name: str, proxied: Proxied) -> None:
     proxy, server = proxied
     settings = CalDAVSettings(
         url=server.url,
@@ -88,7 +91,12 @@ def test_each_fault_is_transient_and_quick(name: str, proxied) -> None:  # type:
         )
         item = connector.create("x-1.ics", body)
         answered: list[str] = []  # replies the proxy passed on (its own injected ones too)
-        proxy.on_response = lambda request, reply: answered.append(request.path) or reply
+
+        def record(request: ProxiedRequest, reply: ProxyReply) -> ProxyReply:
+            answered.append(request.path)
+            return reply
+
+        proxy.on_response = record
         rule = proxy.add(fresh(FAULTS[name], method="GET|REPORT|PROPFIND", schedule=first(1)))
         sent = len(proxy.requests)
         with pytest.raises(Transient):
@@ -105,7 +113,7 @@ def test_each_fault_is_transient_and_quick(name: str, proxied) -> None:  # type:
         connector.close()
 
 
-def test_status_with_retry_after_carries_the_hint(proxied) -> None:  # type: ignore[no-untyped-def]
+def test_status_with_retry_after_carries_the_hint(proxied: Proxied) -> None:
     proxy, server = proxied
     connector = CalDAVConnector(
         CalDAVSettings(
@@ -126,7 +134,7 @@ def test_status_with_retry_after_carries_the_hint(proxied) -> None:  # type: ign
         connector.close()
 
 
-def test_schedules(proxied) -> None:  # type: ignore[no-untyped-def]
+def test_schedules(proxied: Proxied) -> None:
     proxy, _ = proxied
     import http.client
 
@@ -158,8 +166,8 @@ def test_schedules(proxied) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", ["delay", "drop", "reset", "truncate", "502", "429-retry-after"])
 def test_pass_converges_despite_faults_on_first_attempts(
-    name: str, proxied, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    name: str, proxied: Proxied, tmp_path: Path
+) -> None:
     proxy, server = proxied
     app = App.open(make_config(tmp_path / "state", caldav={"timeout": TIMEOUT}))
     try:
@@ -169,6 +177,7 @@ def test_pass_converges_despite_faults_on_first_attempts(
         )
         with app.sessions() as s:
             cal = s.scalars(select(ConnectionRow)).one().calendar_url
+        assert cal is not None
         start = f.future(days=10)
         assert app.ingestor().ingest(f.session("s-1", start)).ok
         # Two faults in a row on every kind of request: the engine retries (4 attempts).
@@ -181,7 +190,9 @@ def test_pass_converges_despite_faults_on_first_attempts(
         app.close()
 
 
-def test_usable_in_front_of_the_google_standin(google_standin, fault_proxy) -> None:  # type: ignore[no-untyped-def]
+def test_usable_in_front_of_the_google_standin(
+    google_standin: GoogleStandIn, fault_proxy: Callable[[str], FaultProxy]
+) -> None:
     import httpx
 
     proxy = fault_proxy(google_standin.root_url)

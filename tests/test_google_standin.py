@@ -39,7 +39,7 @@ BASE32HEX_RE = re.compile(r"^[a-v0-9]+$")
 
 def event_body(
     start: str = "2026-12-01T10:00:00Z", end: str = "2026-12-01T10:50:00Z", **extra: Any
-):
+) -> dict[str, Any]:
     return {
         "summary": "Therapy session",
         "start": {"dateTime": start},
@@ -48,28 +48,39 @@ def event_body(
 
 
 def error_of(exc: HttpError) -> dict[str, Any]:
-    return json.loads(exc.content)["error"]
+    error: dict[str, Any] = json.loads(exc.content)["error"]
+    return error
 
 
 def reason_of(exc: HttpError) -> str:
-    return error_of(exc)["errors"][0]["reason"]
+    return str(error_of(exc)["errors"][0]["reason"])
 
 
-def raises_http(status: int, reason: str | None = None):
-    class _Ctx:
-        def __enter__(self) -> _Ctx:
-            return self
+class RaisesHttp:
+    """The block must raise ``HttpError`` with ``status`` (and ``reason``, if given); the error
+    and its body are kept for further checks."""
 
-        def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-            assert exc_type is HttpError, f"expected HttpError {status}, got {exc_type}"
-            assert exc.status_code == status, (exc.status_code, exc.content)
-            if reason is not None:
-                assert reason_of(exc) == reason, exc.content
-            self.error = error_of(exc) if exc.content else {}
-            self.exc = exc
-            return True
+    error: dict[str, Any]
+    exc: HttpError
 
-    return _Ctx()
+    def __init__(self, status: int, reason: str | None = None) -> None:
+        self.status, self.reason = status, reason
+
+    def __enter__(self) -> RaisesHttp:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        assert exc_type is HttpError, f"expected HttpError {self.status}, got {exc_type}"
+        assert exc.status_code == self.status, (exc.status_code, exc.content)
+        if self.reason is not None:
+            assert reason_of(exc) == self.reason, exc.content
+        self.error = error_of(exc) if exc.content else {}
+        self.exc = exc
+        return True
+
+
+def raises_http(status: int, reason: str | None = None) -> RaisesHttp:
+    return RaisesHttp(status, reason)
 
 
 # --- discovery, OAuth, counters --------------------------------------------------------------

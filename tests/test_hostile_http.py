@@ -80,9 +80,7 @@ class Case:
     message: str  # in the answer
 
 
-HUGE_VERSION = json.dumps(
-    f.therapist(version=10**26)  # type: ignore[arg-type]
-).encode()
+HUGE_VERSION = json.dumps(f.therapist(version=10**26)).encode()
 DIGITS_5000 = (
     b'{"id": "e-5000", "type": "therapist.upserted", "occurred_at": "2026-11-23T10:00:00Z", '
     b'"data": {"id": "t-1", "version": ' + b"9" * 5000 + b"}}"
@@ -296,7 +294,7 @@ class World:
 def _routes(app: App) -> list[tuple[str, str]]:
     """(method, path template) of every route the daemon serves."""
     out = []
-    for route in build_app(app, NoDaemon()).routes:  # type: ignore[arg-type]
+    for route in build_app(app, NoDaemon()).routes:
         if isinstance(route, Route):
             out += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
         elif isinstance(route, Mount):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,12 @@ def counts(app: App) -> tuple[int, int, int]:
 
 
 @pytest.fixture
-def api_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
+def api_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     monkeypatch.setenv("SYNCD_INGEST_SECRET", SECRET.decode())
     # No periodic pass and no polling within a test: only daemon.wake() starts a pass.
     cfg = make_config(tmp_path / "state", daemon={"poll_interval": 10}, sync={"interval": 3600})
     application = App.open(cfg)
-    yield application  # type: ignore[misc]
+    yield application
     application.close()
 
 

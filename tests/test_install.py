@@ -14,14 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
-from queue import Empty, Queue
+from queue import Empty
 
 import pytest
 
 from syncd import __version__
+from tests.support.proc import line_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian 12's own 3.11, marked externally managed
@@ -125,10 +125,8 @@ def run_until(
         text=True,
         start_new_session=True,
     )
-    lines: Queue[str] = Queue()
-    out = proc.stdout
-    assert out is not None
-    threading.Thread(target=lambda: [lines.put(ln) for ln in out], daemon=True).start()
+    assert proc.stdout is not None
+    lines = line_queue(proc.stdout)
     seen: list[str] = []
     try:
         while not any(text in ln for ln in seen):

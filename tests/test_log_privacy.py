@@ -32,6 +32,7 @@ from syncd.daemon import Daemon
 from syncd.embedded_radicale import EmbeddedRadicale
 from syncd.log_guard import safe_db_message, safe_traceback
 from syncd.project import uid_for
+from syncd.store import mapping
 from syncd.store.tables import ConnectionRow
 from tests.conftest import make_config, write_config
 from tests.support import factories as f
@@ -152,7 +153,7 @@ def test_no_client_name_or_credential_reaches_any_log_line(
         via_proxy = CalDAVServer("radicale", proxy.url, "therapist", PASSWORD)
 
         # A row the database refuses: a NOT NULL column left empty, for one session only.
-        original = ingest.session_to_row
+        original = mapping.session_to_row  # what syncd.ingest imported under that name
 
         def broken(session: Any, row: Any, now: Any) -> None:
             original(session, row, now)
@@ -244,14 +245,14 @@ def test_database_errors_are_reduced_to_what_names_the_failure(db_url: str) -> N
             except DBAPIError as exc:
                 errors.append(exc)
         assert errors, "no database error was provoked"
-        for exc in errors:
+        for error in errors:
             # hide_parameters keeps the bound values out of SQLAlchemy's text; PostgreSQL's
             # own message still quotes the row (DETAIL) or the value, hence the reduction.
-            assert "parameters hidden" in str(exc)
-            for shown in (safe_db_message(exc), safe_traceback(exc)):
+            assert "parameters hidden" in str(error)
+            for shown in (safe_db_message(error), safe_traceback(error)):
                 assert FIRST not in shown and "marker_t" in shown, shown
-            if exc.orig is not None and not isinstance(exc.orig, sqlite3.Error):
-                assert "SQLSTATE" in safe_db_message(exc)
+            if error.orig is not None and not isinstance(error.orig, sqlite3.Error):
+                assert "SQLSTATE" in safe_db_message(error)
     finally:
         with engine.begin() as c:
             c.execute(sql("DROP TABLE IF EXISTS marker_t"))
@@ -386,7 +387,7 @@ def test_syncd_run_at_debug_logs_no_client_name_and_no_credential(
     path = write_config(tmp_path / "syncd.toml", cfg)
     # Working every day, so each booking changes public availability and notifies the webhook.
     hours = [{"weekday": d, "start": "00:00", "end": "23:59"} for d in range(7)]
-    first_name = {"privacy": {"client_label": "first_name"}, "working_hours": hours}
+    first_name: dict[str, Any] = {"privacy": {"client_label": "first_name"}, "working_hours": hours}
     app = App.open(cfg)
     try:
         for tid in ("t-cal", "t-goo"):

@@ -21,7 +21,7 @@ from syncd.store.tables import Base, OfferRow, OutboxRow, SessionRow
 from tests.conftest import make_config
 from tests.support import factories as f
 from tests.support.caldav_servers import CalDAVServer
-from tests.support.calendar_view import read_calendar
+from tests.support.calendar_view import Seen, read_calendar
 from tests.support.clock import FakeClock
 from tests.support.inprocess import run_daemon_until
 
@@ -62,10 +62,12 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
+# The app, its CalDAV server and the URL of the therapist's calendar there.
+World = tuple[App, CalDAVServer, str]
+
+
 @pytest.fixture
-def world(
-    tmp_path: Path, clock: FakeClock, caldav_server: CalDAVServer
-) -> Iterator[tuple[App, CalDAVServer, str]]:
+def world(tmp_path: Path, clock: FakeClock, caldav_server: CalDAVServer) -> Iterator[World]:
     app = App.open(make_config(tmp_path / "state"), clock=clock)
     ing = app.ingestor()
     assert ing.ingest(f.therapist(zone="Europe/London")).ok
@@ -97,7 +99,7 @@ def holds(seen: dict[str, Any]) -> list[Any]:
     )
 
 
-def test_pending_offer_holds_each_time_and_blocks_the_original_then_accept(world) -> None:  # type: ignore[no-untyped-def]
+def test_pending_offer_holds_each_time_and_blocks_the_original_then_accept(world: World) -> None:
     app, server, cal = world
     assert app.ingestor().ingest(offer("o-1", ALTS)).result is Result.APPLIED
     sync(app)
@@ -134,7 +136,7 @@ def test_pending_offer_holds_each_time_and_blocks_the_original_then_accept(world
     assert str(moved.event["SUMMARY"]) == "Therapy session"
 
 
-def test_rejected_offer_cancels_the_session_and_releases_everything(world) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_offer_cancels_the_session_and_releases_everything(world: World) -> None:
     app, server, cal = world
     app.ingestor().ingest(offer("o-1", ALTS))
     sync(app)
@@ -151,14 +153,14 @@ def test_rejected_offer_cancels_the_session_and_releases_everything(world) -> No
         assert row.cancellation == {"reason": "alternatives_rejected", "by": "client"}
 
 
-def test_holds_are_released_at_expiry_even_across_a_restart(world, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+def test_holds_are_released_at_expiry_even_across_a_restart(world: World, clock: FakeClock) -> None:
     app, server, cal = world
     app.ingestor().ingest(offer("o-1", ALTS))
     run_daemon_until(app, lambda d: d.passes >= 1)
     assert len(holds(read_calendar(server, cal))) == 3
     # The daemon is down across the expiry instant (sent_at + 24 h); the platform says nothing.
     clock.advance(timedelta(hours=24, minutes=5))
-    first = {}
+    first: dict[str, Seen] = {}
 
     def first_pass_done(d: Daemon) -> bool:
         if d.passes >= 1 and not first:

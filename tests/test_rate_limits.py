@@ -36,7 +36,7 @@ BYSTANDER = "198.51.100.20"
 
 
 def _client(app: App, address: str) -> TestClient:
-    return TestClient(build_app(app, NoDaemon()), client=(address, 40000))  # type: ignore[arg-type]
+    return TestClient(build_app(app, NoDaemon()), client=(address, 40000))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ and what status and metrics say about it, and the pass header the servers see.""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from syncd.store import queue, replicas, wakeups
 from syncd.store.tables import SyncQueueRow, TherapistRow
 from tests.conftest import make_config
 from tests.support import factories as f
+from tests.support.caldav_servers import CalDAVServer, HTTPProxy
 from tests.support.inprocess import run_daemon_until
 from tests.support.proc import wait_for
 
@@ -36,7 +38,7 @@ def _due(app: App, *ids: str) -> datetime:
 
 
 @pytest.fixture
-def pg_app(pg_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+def pg_app(pg_url: str, tmp_path: Path) -> Iterator[App]:
     app = App.open(make_config(tmp_path, pg_url))
     yield app
     app.close()
@@ -223,8 +225,8 @@ def test_a_running_daemon_registers_reports_itself_in_metrics_and_leaves(
 
 
 def test_every_request_of_a_pass_carries_its_pass_id(
-    radicale_server, http_proxy, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    radicale_server: CalDAVServer, http_proxy: Callable[[str], HTTPProxy], tmp_path: Path
+) -> None:
     app = App.open(make_config(tmp_path))
     try:
         assert app.ingestor().ingest(f.therapist("t-1")).ok
@@ -280,10 +282,10 @@ def test_sweeps_racing_on_many_replicas_expire_each_offer_once(pg_app: App) -> N
         results.append(expiry.expire_due(pg_app.sessions, later))
 
     sweepers = [threading.Thread(target=sweep) for _ in range(4)]
-    for t in sweepers:
-        t.start()
-    for t in sweepers:
-        t.join(60)
+    for thread in sweepers:
+        thread.start()
+    for thread in sweepers:
+        thread.join(60)
     expired = [oid for r in results for oid in r]
     assert len(results) == 4 and len(expired) == n == len(set(expired))
     with pg_app.sessions() as s:

@@ -3,7 +3,7 @@ server stores is expanded with recurring-ical-events, as a calendar app would.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,13 @@ def client_session(sid: str, local_day: date, version: int = 1, **extra: Any) ->
     return ev
 
 
+# The app, occurrences(start, end) of the reservation as the calendar shows them after a pass,
+# and the app's clock.
+World = tuple[App, Callable[..., list[datetime]], FakeClock]
+
+
 @pytest.fixture
-def world(tmp_path: Path, caldav_server: CalDAVServer) -> Iterator[tuple[App, Any, FakeClock]]:
+def world(tmp_path: Path, caldav_server: CalDAVServer) -> Iterator[World]:
     clock = FakeClock(datetime(2027, 2, 1, 12, tzinfo=UTC))
     app = App.open(make_config(tmp_path / "state"), clock=clock)
     app.ingestor().ingest(f.therapist(zone="Europe/London"))
@@ -64,6 +69,7 @@ def world(tmp_path: Path, caldav_server: CalDAVServer) -> Iterator[tuple[App, An
     )
     with app.sessions() as s:
         cal = repo.connections(s, "t-1")[0].calendar_url
+    assert cal is not None
 
     def occurrences(
         start: date = date(2027, 3, 1), end: date = date(2027, 12, 1)
@@ -89,7 +95,7 @@ def tuesdays(start: date, end: date) -> list[date]:
     return days
 
 
-def test_weekly_tuesday_stays_ten_local_across_clock_changes(world) -> None:  # type: ignore[no-untyped-def]
+def test_weekly_tuesday_stays_ten_local_across_clock_changes(world: World) -> None:
     app, occurrences, _clock = world
     assert app.ingestor().ingest(reservation()).result is Result.APPLIED
     got = occurrences()
@@ -103,7 +109,7 @@ def test_weekly_tuesday_stays_ten_local_across_clock_changes(world) -> None:  # 
     assert utc[date(2027, 11, 2)] == 10  # GMT again
 
 
-def test_occurrence_taken_by_a_session_is_excluded_and_comes_back(world) -> None:  # type: ignore[no-untyped-def]
+def test_occurrence_taken_by_a_session_is_excluded_and_comes_back(world: World) -> None:
     app, occurrences, _clock = world
     app.ingestor().ingest(reservation())
     taken = date(2027, 4, 13)
@@ -126,7 +132,7 @@ def test_occurrence_taken_by_a_session_is_excluded_and_comes_back(world) -> None
     assert date(2027, 4, 20) in [o.date() for o in occurrences()]
 
 
-def test_ending_keeps_the_past_and_removes_the_future(world) -> None:  # type: ignore[no-untyped-def]
+def test_ending_keeps_the_past_and_removes_the_future(world: World) -> None:
     app, occurrences, clock = world
     app.ingestor().ingest(reservation())
     before = occurrences()
@@ -137,7 +143,7 @@ def test_ending_keeps_the_past_and_removes_the_future(world) -> None:  # type: i
     assert after[-1].date() == date(2027, 6, 1) and len(after) == 14
 
 
-def test_ending_a_counted_series_recounts_it_instead_of_adding_until(world) -> None:  # type: ignore[no-untyped-def]
+def test_ending_a_counted_series_recounts_it_instead_of_adding_until(world: World) -> None:
     """RFC 5545 §3.3.10: COUNT and UNTIL MUST NOT occur in the same rule."""
     app, occurrences, clock = world
     counted = "FREQ=WEEKLY;BYDAY=TU;COUNT=10"
@@ -152,7 +158,7 @@ def test_ending_a_counted_series_recounts_it_instead_of_adding_until(world) -> N
     assert desired is not None and desired[UID].rrule == "FREQ=WEEKLY;BYDAY=TU;COUNT=3"
 
 
-def test_a_reservation_that_never_started_is_removed(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_reservation_that_never_started_is_removed(world: World) -> None:
     app, occurrences, _clock = world
     app.ingestor().ingest(reservation())
     assert occurrences()
@@ -160,7 +166,7 @@ def test_a_reservation_that_never_started_is_removed(world) -> None:  # type: ig
     assert occurrences() == []
 
 
-def test_bad_rrule_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rrule_is_refused(world: World) -> None:
     app, _occ, _clock = world
     for rule, needle in [
         ("FREQ=SOMETIMES", "not a valid RRULE"),

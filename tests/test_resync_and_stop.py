@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -154,6 +155,16 @@ def test_resync_of_an_unknown_therapist_does_nothing_and_says_so(tmp_path: Path)
     assert "t-1" not in out.stdout  # refused before any pass ran
 
 
+def _logged(log: Path, text: str) -> Callable[[], bool]:
+    """A check for wait_for: ``text`` is in ``log``."""
+    return lambda: text in log.read_text()
+
+
+def _shown(server: CalDAVServer, cal: str, text: str) -> Callable[[], bool]:
+    """A check for wait_for: ``text`` is in a UID the calendar holds."""
+    return lambda: text in str(list(read_calendar(server, cal)))
+
+
 def test_repeated_sigterm_stops_are_clean(tmp_path: Path, radicale_server: CalDAVServer) -> None:
     """Every clean stop, whatever the daemon was doing: exit 0, no ERROR line, no traceback,
     no CancelledError (the sweep, heartbeat, delivery and HTTP tasks are all cancelled)."""
@@ -174,15 +185,11 @@ def test_repeated_sigterm_stops_are_clean(tmp_path: Path, radicale_server: CalDA
             assert run_syncd(path, "ingest", "-", stdin=jsonl([event])).returncode == 0
             # Stop at a different moment each time: as soon as it runs (its signal handlers are
             # set: before that SIGTERM's default action applies), when idle, during a pass.
-            wait_for(lambda lg=log: "syncd running as" in lg.read_text(), 60, "start")
+            wait_for(_logged(log, "syncd running as"), 60, "start")
             if attempt % 3:
-                wait_for(lambda lg=log: "HTTP service listening" in lg.read_text(), 60, "web")
+                wait_for(_logged(log, "HTTP service listening"), 60, "web")
             if attempt % 3 == 2:
-                wait_for(
-                    lambda a=attempt: f"s-{a}" in str(list(read_calendar(radicale_server, cal))),
-                    60,
-                    "the pass",
-                )
+                wait_for(_shown(radicale_server, cal, f"s-{attempt}"), 60, "the pass")
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)
         finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -80,7 +82,7 @@ def test_refused_event_stores_nothing(app: App) -> None:
     ing.ingest(f.therapist())
     ing.ingest(f.session("s-1", f.future()))
     before = counts(app)
-    bad = [
+    bad: list[bytes | dict[str, Any]] = [
         b"{not json",
         f.session("s-2", f.future(), therapist_id="t-nobody"),
         f.session("s-1", f.future(days=3), version=2),  # a move without a reason
@@ -189,7 +191,7 @@ def test_acquire_for_manual_resync_respects_a_running_pass(app: App) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_is_really_used(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_is_really_used(pg_url: str, tmp_path: Path) -> None:
     from tests.conftest import make_config
 
     app = App.open(make_config(tmp_path, pg_url))

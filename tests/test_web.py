@@ -24,6 +24,7 @@ from syncd import config as config_mod
 from syncd.app import App
 from syncd.daemon import Daemon
 from syncd.web import app as web_app
+from syncd.web.host import Host, RouteFactory
 from syncd.web.server import WebServerError
 from tests.conftest import make_config, write_config
 from tests.support.proc import start_syncd, wait_for
@@ -61,14 +62,14 @@ def with_daemon(app: App, check: Callable[[Daemon, httpx.AsyncClient], Awaitable
 
 
 @pytest.fixture
-def registry(monkeypatch: pytest.MonkeyPatch) -> list[web_app.RouteFactory]:
+def registry(monkeypatch: pytest.MonkeyPatch) -> list[RouteFactory]:
     """An empty route registry for the test (feature modules' own routes stay out)."""
-    factories: list[web_app.RouteFactory] = []
+    factories: list[RouteFactory] = []
     monkeypatch.setattr(web_app, "_factories", factories)
     return factories
 
 
-def echo_routes(app: App, daemon: Daemon) -> list[BaseRoute]:
+def echo_routes(app: App, daemon: Host) -> list[BaseRoute]:
     async def echo(request: Request) -> Response:
         body = await request.body()
         return JSONResponse({"bytes": len(body), "same_daemon": request.app.state.daemon is daemon})
@@ -149,7 +150,7 @@ def test_readyz_times_out_and_shares_one_stuck_probe(
         release.set()
 
 
-def test_errors_are_json(sqlite_app: App, registry: list[web_app.RouteFactory]) -> None:
+def test_errors_are_json(sqlite_app: App, registry: list[RouteFactory]) -> None:
     web_app.register_routes(echo_routes)
 
     async def check(daemon: Daemon, client: httpx.AsyncClient) -> None:
@@ -169,7 +170,7 @@ def test_errors_are_json(sqlite_app: App, registry: list[web_app.RouteFactory]) 
     with_daemon(sqlite_app, check)
 
 
-def test_body_limit(sqlite_app: App, registry: list[web_app.RouteFactory]) -> None:
+def test_body_limit(sqlite_app: App, registry: list[RouteFactory]) -> None:
     web_app.register_routes(echo_routes)
     limit = web_app.MAX_BODY
     assert limit == 1024 * 1024
@@ -202,13 +203,11 @@ def test_body_limit(sqlite_app: App, registry: list[web_app.RouteFactory]) -> No
     with_daemon(sqlite_app, check)
 
 
-def test_registered_routes_are_served(
-    sqlite_app: App, registry: list[web_app.RouteFactory]
-) -> None:
-    seen: list[tuple[App, Daemon]] = []
+def test_registered_routes_are_served(sqlite_app: App, registry: list[RouteFactory]) -> None:
+    seen: list[tuple[App, Host]] = []
 
     @web_app.register_routes
-    def feature(app: App, daemon: Daemon) -> list[BaseRoute]:
+    def feature(app: App, daemon: Host) -> list[BaseRoute]:
         seen.append((app, daemon))
 
         async def poke(request: Request) -> Response:
@@ -228,9 +227,7 @@ def test_registered_routes_are_served(
     with_daemon(sqlite_app, check)
 
 
-def test_a_route_registered_twice_is_refused(
-    sqlite_app: App, registry: list[web_app.RouteFactory]
-) -> None:
+def test_a_route_registered_twice_is_refused(sqlite_app: App, registry: list[RouteFactory]) -> None:
     async def other(_request: Request) -> Response:
         return JSONResponse({})
 
@@ -348,7 +345,8 @@ def test_syncd_run_serves_http_and_stops_on_sigterm(tmp_path: Path) -> None:
 
         def healthy() -> bool:
             try:
-                return httpx.get(f"{url}/healthz", timeout=2).json() == {"status": "ok"}
+                body: object = httpx.get(f"{url}/healthz", timeout=2).json()
+                return body == {"status": "ok"}
             except httpx.TransportError:
                 assert proc.poll() is None, log.read_text()
                 return False

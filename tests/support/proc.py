@@ -7,12 +7,27 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from queue import Queue
+from typing import IO, TypeVar
 
 T = TypeVar("T")
+
+
+def line_queue(stream: IO[str]) -> Queue[str]:
+    """The lines of ``stream`` as a daemon thread reads them, so a test can wait on output with
+    a deadline (``get(timeout=...)``) instead of blocking on a read."""
+    lines: Queue[str] = Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, name="line-queue", daemon=True).start()
+    return lines
 
 
 def syncd_cmd(config: Path, *args: str) -> list[str]:
