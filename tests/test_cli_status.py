@@ -17,6 +17,7 @@ from syncd.store.tables import ReplicaRow
 from tests.conftest import make_config, write_config
 from tests.support import factories as f
 from tests.support.caldav_servers import CalDAVServer, unused_port
+from tests.support.http_daemon import NoDaemon
 from tests.support.proc import syncd_cmd
 from tests.test_dashboard import sign_in
 
@@ -170,11 +171,6 @@ def test_replicas_whose_process_is_gone_are_not_alive(tmp_path: Path) -> None:
     assert all(len(line) <= 80 for line in out.stdout.splitlines()), out.stdout
 
 
-class _NoDaemon:
-    scheduler_running = True
-    stopping = False
-
-
 def test_dashboard_and_api_show_a_replica_whose_process_is_gone(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
@@ -202,9 +198,9 @@ def test_dashboard_and_api_show_a_replica_whose_process_is_gone(tmp_path: Path) 
             s.commit()
         with app.sessions.begin() as s:
             token = auth.create(s, "ops", auth.Scope.ADMIN, now)
-        daemon = _NoDaemon()
-        routes = dashboard.routes(app, daemon) + admin_api.routes(app, daemon)  # type: ignore[arg-type]
-        web = build_app(app, daemon, routes)  # type: ignore[arg-type]
+        daemon = NoDaemon()
+        routes = dashboard.routes(app, daemon) + admin_api.routes(app, daemon)
+        web = build_app(app, daemon, routes)
         with TestClient(web) as tc:
             api = tc.get("/v1/admin/replicas", headers={"Authorization": f"Bearer {token}"})
             [replica] = api.json()["replicas"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from connectors.errors import (
     AlreadyExists,
@@ -339,10 +340,13 @@ def test_example_config_names_every_option() -> None:
     text = (Path(__file__).resolve().parents[1] / "config" / "syncd.example.toml").read_text()
     parts = re.split(r"^\[(\w+)\]\s*$", text, flags=re.M)
     sections = {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
-    missing = [
-        f"[{name}] {option}"
-        for name, field in Config.model_fields.items()
-        for option in field.annotation.model_fields  # type: ignore[union-attr]
-        if not re.search(rf"^(# )?{option} =", sections.get(name, ""), re.M)
-    ]
+    missing: list[str] = []
+    for name, field in Config.model_fields.items():
+        section = field.annotation  # every field of Config is a section model
+        assert isinstance(section, type) and issubclass(section, BaseModel), name
+        missing += [
+            f"[{name}] {option}"
+            for option in section.model_fields
+            if not re.search(rf"^(# )?{option} =", sections.get(name, ""), re.M)
+        ]
     assert not missing, missing

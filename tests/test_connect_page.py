@@ -36,19 +36,12 @@ from tests.support import factories as f
 from tests.support.caldav_servers import CalDAVServer, HTTPProxy, unused_port
 from tests.support.calendar_view import read_calendar
 from tests.support.google_standin import GoogleStandIn
+from tests.support.http_daemon import NoDaemon
 from tests.test_dashboard import sign_in
 
 PASSWORD, NEW_PASSWORD = "first pw", "second pw"
 CLIENT_ID, CLIENT_SECRET = "syncd-client", "syncd-client-secret"
 ANN = "ann@example.com"
-
-
-class FakeDaemon:
-    scheduler_running = True
-    stopping = False
-
-    def wake(self) -> None:
-        pass
 
 
 class FakeDns:
@@ -98,9 +91,9 @@ class World:
 
 
 def make_client(app: App, dns: FakeDns, *extra: Any) -> TestClient:
-    page = ConnectPage(app, FakeDaemon(), dns=dns)  # type: ignore[arg-type]
+    page = ConnectPage(app, NoDaemon(), dns=dns)
     routes = [*page.routes(), *extra]
-    return TestClient(build_app(app, FakeDaemon(), routes))  # type: ignore[arg-type]
+    return TestClient(build_app(app, NoDaemon(), routes))
 
 
 @pytest.fixture
@@ -232,7 +225,7 @@ def test_caldav_is_tried_before_anything_is_stored(world: World) -> None:
     saved = world.client.post(f"{path}/calendars", data={}, follow_redirects=False)
     assert saved.status_code == 303 and saved.headers["location"] == f"{path}/done"
     with world.app.sessions() as s:
-        assert s.get(ConnectionRow, conn.id).busy_calendars == []  # type: ignore[union-attr]
+        assert s.get_one(ConnectionRow, conn.id).busy_calendars == []
 
     done = world.client.get(f"{path}/done")
     assert done.status_code == 200
@@ -446,7 +439,7 @@ def google_world(
     }
     app = App.open(make_config(tmp_path / "state", google=google, sync={"interval": 3600}))
     assert app.ingestor().ingest(f.therapist("t-1")).ok
-    extra = google_routes(app, FakeDaemon())  # type: ignore[arg-type]
+    extra = google_routes(app, NoDaemon())
     with make_client(app, FakeDns({}, {}), *extra) as client:
         yield app, g, client
     app.close()
@@ -512,7 +505,7 @@ def test_google_dedicated_existing_and_reconnect_through_links(
     app.engine().run_pass("t-1")
     with app.sessions() as s:
         [note] = s.scalars(select(OutboxRow).where(OutboxRow.topic == "calendar.disconnected"))
-        assert s.get(ConnectionRow, rows[0].id).state == "needs_reauth"  # type: ignore[union-attr]
+        assert s.get_one(ConnectionRow, rows[0].id).state == "needs_reauth"
     assert note.payload["connection_id"] == rows[0].id
     reconnect = urlsplit(note.payload["reconnect_url"]).path
     client.cookies.clear()
@@ -533,8 +526,8 @@ def test_admin_api_makes_links(world: World) -> None:
     with world.app.sessions.begin() as s:
         read = auth.create(s, "viewer", auth.Scope.READ, world.app.clock())
         admin = auth.create(s, "operator", auth.Scope.ADMIN, world.app.clock())
-    routes = connect_links_api.routes(world.app, FakeDaemon())  # type: ignore[arg-type]
-    with TestClient(build_app(world.app, FakeDaemon(), routes)) as c:  # type: ignore[arg-type]
+    routes = connect_links_api.routes(world.app, NoDaemon())
+    with TestClient(build_app(world.app, NoDaemon(), routes)) as c:
         url = connect_links_api.PATH
         assert c.post(url, json={"therapist_id": "t-1"}).status_code == 401
         headers = {"Authorization": f"Bearer {read}"}
@@ -581,9 +574,9 @@ def test_dashboard_shows_the_reconnect_link_beside_the_connection(world: World) 
     with world.app.sessions.begin() as s:
         admin = auth.create(s, "operator", auth.Scope.ADMIN, world.app.clock())
         read = auth.create(s, "viewer", auth.Scope.READ, world.app.clock())
-    routes = dashboard.routes(world.app, FakeDaemon())  # type: ignore[arg-type]
+    routes = dashboard.routes(world.app, NoDaemon())
     for token, shown in ((admin, True), (read, False)):
-        with TestClient(build_app(world.app, FakeDaemon(), routes)) as c:  # type: ignore[arg-type]
+        with TestClient(build_app(world.app, NoDaemon(), routes)) as c:
             assert sign_in(c, token).status_code == 303
             for page in ("/admin", "/admin/therapists/t-1"):
                 text = c.get(page).text
@@ -606,8 +599,8 @@ def test_dashboard_shows_the_reconnect_link_beside_the_connection(world: World) 
 
 def test_hostile_input_gets_a_page_never_a_500(world: World) -> None:
     _link, path = world.link()
-    page = ConnectPage(world.app, FakeDaemon(), dns=world.dns)  # type: ignore[arg-type]
-    web = build_app(world.app, FakeDaemon(), page.routes())  # type: ignore[arg-type]
+    page = ConnectPage(world.app, NoDaemon(), dns=world.dns)
+    web = build_app(world.app, NoDaemon(), page.routes())
     with TestClient(web, raise_server_exceptions=False) as c:
         for target in (
             "/connect/%ED%A0%80.abc",

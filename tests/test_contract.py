@@ -473,7 +473,7 @@ def test_offer_expiring_before_it_was_sent_is_refused() -> None:
 
 
 def test_reserved_slot_local_start_must_not_carry_an_offset() -> None:
-    raw = {
+    raw: dict[str, Any] = {
         "id": "e-rs",
         "type": "reserved_slot.upserted",
         "occurred_at": "2026-11-21T10:00:00Z",
@@ -492,5 +492,7 @@ def test_reserved_slot_local_start_must_not_carry_an_offset() -> None:
     with pytest.raises(ContractError) as exc:
         parse_event(raw)
     assert exc.value.field == "data.first_start_local" and exc.value.rule == "wall_clock_time"
-    raw["data"]["first_start_local"] = "2026-12-01T10:00:00"  # type: ignore[index]
-    assert parse_event(raw).data.first_start_local.hour == 10  # type: ignore[union-attr]
+    raw["data"]["first_start_local"] = "2026-12-01T10:00:00"
+    event = parse_event(raw)
+    assert isinstance(event, ReservedSlotUpserted)
+    assert event.data.first_start_local.hour == 10

@@ -28,6 +28,7 @@ from syncd.web.app import build_app
 from tests.conftest import make_config, write_config
 from tests.support import factories as f
 from tests.support.caldav_servers import CalDAVServer
+from tests.support.http_daemon import NoDaemon
 from tests.support.proc import start_syncd, wait_for
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -277,16 +278,11 @@ def test_dashboard_in_chromium(world: World) -> None:
 # -- without a browser: the cookie's Secure flag, tampering, escaping -----------------------------
 
 
-class _NoDaemon:
-    scheduler_running = True
-    stopping = False
-
-
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, App]]:
     cfg = make_config(tmp_path / "state", http={"port": 0, "public_url": "https://sync.example"})
     app = App.open(cfg)
-    web = build_app(app, _NoDaemon(), dashboard.routes(app, _NoDaemon()))  # type: ignore[arg-type]
+    web = build_app(app, NoDaemon(), dashboard.routes(app, NoDaemon()))
     with TestClient(web, base_url="https://testserver") as tc:
         yield tc, app
     app.close()

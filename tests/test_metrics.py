@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, func, select, text
+from starlette.applications import Starlette
 
 from syncd import operations, outbox
 from syncd.app import App
@@ -201,9 +202,9 @@ def test_metrics_without_the_database_still_answer(sqlite_app: App, tmp_path: Pa
     assert ("syncd_open_conflicts", ()) not in samples
 
 
-def readyz(web: object) -> httpx.Response:
+def readyz(web: Starlette) -> httpx.Response:
     async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=web)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=web)
         async with httpx.AsyncClient(transport=transport, base_url="http://syncd") as client:
             return await client.get("/readyz")
 

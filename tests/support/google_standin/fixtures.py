@@ -56,6 +56,7 @@ def credentials_for(
         known_id, known_secret = stand_in.client_credentials(refresh_token)
         client_id = client_id or known_id
         client_secret = client_secret or known_secret
+    # google-auth leaves the Credentials constructor unannotated (as in pyproject.toml).
     return Credentials(  # type: ignore[no-untyped-call]
         token=None,
         refresh_token=refresh_token,
