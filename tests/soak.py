@@ -53,7 +53,7 @@ from syncd.metrics import iter_samples
 from syncd.project import Entry
 from syncd.store.tables import ConnectionRow, OfferRow, OutboxRow
 from tests import factories as f
-from tests import mutations, oracle
+from tests import mutations, oracle, soak_google
 from tests import soak_verdict as verdict
 from tests.caldav_servers import CalDAVServer, XandikosProcess
 from tests.calendar_view import read_calendar
@@ -94,6 +94,7 @@ class Report:
     stale_sent: int = 0
     answers: Counter[str] = field(default_factory=Counter)  # what ingest answered, by result
     hand_edits: Counter[str] = field(default_factory=Counter)  # the therapists' own, by kind
+    google_actions: Counter[str] = field(default_factory=Counter)  # in Google's UI, by kind
     negatives_sent: Counter[str] = field(default_factory=Counter)  # intended refusals, by rule
     refused: Counter[str] = field(default_factory=Counter)  # refusals seen, by rule
     kills: int = 0
@@ -125,7 +126,8 @@ class Report:
                 f"events={self.events} duplicates={self.duplicates_sent} "
                 f"stale={self.stale_sent} kills={self.kills} seconds={self.seconds:.1f}",
                 f"answers={dict(sorted(self.answers.items()))} "
-                f"hand_edits={dict(sorted(self.hand_edits.items()))}",
+                f"hand_edits={dict(sorted(self.hand_edits.items()))} "
+                f"google_actions={dict(sorted(self.google_actions.items()))}",
                 f"therapists={dict(self.targets)}",
                 f"refused={sum(self.refused.values())} by_rule={dict(sorted(self.refused.items()))}"
                 f" intended={dict(sorted(self.negatives_sent.items()))}",
@@ -173,6 +175,9 @@ class Workload:
         self.batches = 0
         self.duplicates = 0
         self.fates: Counter[str] = Counter()
+        # therapists whose calendar is on Google: every other reserved slot is theirs, so the
+        # therapists' actions in Google have occurrences of a series to move and delete
+        self.on_google: list[str] = []
 
     def _start(self) -> datetime:
         self.slot += 1
@@ -181,7 +186,7 @@ class Workload:
     def therapist(self, tid: str) -> dict[str, Any]:
         """Therapist ``t-i``'s first version: its zone and privacy choices vary with ``i``."""
         i = int(tid.split("-")[1])
-        data = {
+        data: dict[str, Any] = {
             "zone": ZONES[i % len(ZONES)],
             "working_hours": WORKING_ALL_DAY,
             "privacy": {
@@ -244,6 +249,8 @@ class Workload:
         self.steps += 1
         if live and self.steps % 25 == 0:  # one step in 25: what the rules must refuse
             return self._invalid(live)
+        if self.steps <= len(self.on_google[:2]):  # a series to act on in Google, early
+            return self._reservation(self.on_google[self.steps - 1])
         if roll < 0.33 or not live:
             self.n += 1
             sid = f"s-{self.n}"
@@ -382,13 +389,15 @@ class Workload:
         self.history.extend(out)
         return out
 
-    def _reservation(self) -> list[dict[str, Any]]:
+    def _reservation(self, tid: str | None = None) -> list[dict[str, Any]]:
         """A weekly reserved slot in the therapist's zone, four times; then, at random: ended
         before it began, ended after two occurrences, its client's session booked on the
-        second occurrence (an EXDATE), or left as it is."""
+        second occurrence (an EXDATE), or left as it is. For ``tid``: left as it is."""
         self.n += 1
         rid = f"r-{self.n}"
-        tid = self.rng.choice(self.tids)
+        kept = tid is not None
+        if tid is None:
+            tid = self.rng.choice(self.on_google if self.on_google and self.n % 2 else self.tids)
         zone = ZoneInfo(self.therapists[tid]["zone"])
         first = (self.base + timedelta(days=400 + self.n)).replace(tzinfo=None, hour=7, minute=13)
         data: dict[str, Any] = {
@@ -404,7 +413,7 @@ class Workload:
         }
         out = [f.event("reserved_slot.upserted", data)]
         second = (first + timedelta(days=7)).replace(tzinfo=zone).astimezone(UTC)
-        fate = self.rng.random()
+        fate = 1.0 if kept else self.rng.random()
         if fate < 0.35:  # ended before its first occurrence
             out.append(f.event("reserved_slot.upserted", {**data, "version": 2, "state": "ended"}))
         elif fate < 0.55:  # the client stops after two weeks
@@ -698,7 +707,8 @@ def check(
             desired = engine.desired(tid) or {}
             if provider == "google":
                 assert google is not None and cal
-                items = google.read(tid, google_calendar_id(cal))
+                items, exceptions = soak_google.split(google.read(tid, google_calendar_id(cal)))
+                problems += soak_google.check_occurrences(tid, items, exceptions)
                 if model is not None:
                     problems += verdict.check_google(tid, items, foreign_uid(tid), model, now)
                 problems += check_google_events(tid, items, desired)
@@ -825,7 +835,7 @@ def scrape_passes(port: int) -> Counter[str]:
 
 def make_calendar(server: CalDAVServer, name: str, tid: str) -> tuple[str, str]:
     """A calendar holding the therapist's own event: the calendar's URL and the event's."""
-    with caldav.DAVClient(
+    with caldav.DAVClient(  # type: ignore[operator]  # untyped: caldav ships no stubs
         url=server.url, username=server.username, password=server.password, timeout=10
     ) as client:
         cal = client.principal().make_calendar(name=name, cal_id=name)
@@ -882,6 +892,8 @@ class World:
     foreign: dict[str, verdict.Foreign] = field(default_factory=dict)
     # CalDAV therapist -> the real server and calendar url (for the therapist's own edits)
     calendars: dict[str, tuple[CalDAVServer, str]] = field(default_factory=dict)
+    # Google therapist -> the id of the calendar syncd created (for their actions in Google)
+    google_calendars: dict[str, str] = field(default_factory=dict)
 
     @property
     def behind(self) -> dict[str, CalDAVServer]:
@@ -996,6 +1008,8 @@ def _setup(world: World, report: Report, work: Workload) -> None:
             if server is None:
                 assert world.google is not None
                 calendar, own = connect_google(app, world.google, tid)
+                world.google_calendars[tid] = calendar
+                work.on_google.append(tid)
                 service = world.google.service(tid)
                 world.foreign[tid] = verdict.google_event(service, calendar, own)
                 report.targets["google"] += 1
@@ -1133,6 +1147,13 @@ def _drive(
                 touched = verdict.hand_edit(edits, *world.calendars[tid])
                 if touched:
                     report.hand_edits[touched] += 1
+            elif world.google and world.google_calendars:
+                g = world.google
+                acted = soak_google.act(
+                    edits, g.standin, g.service, world.google_calendars, report.google_actions
+                )
+                if acted:
+                    report.google_actions[acted] += 1
             if batches % 10 == 0:
                 log(f"{report.events} events, {report.kills} kills, {time.monotonic() - t0:.0f}s")
             left = max(1.0, (events - report.events) / (report.events / batches))
@@ -1152,12 +1173,15 @@ def _drive(
         time.sleep(max(0.0, (last_expiry - datetime.now(UTC)).total_seconds()) + 2)
         deadline = time.monotonic() + max(60.0, seconds - (time.monotonic() - t0))
         expiring = [o["id"] for o in work.expiring]
+        shown = time.monotonic()
         while True:
             report.checks += 1
-            if not _converged(world, expiring, quiet_from, work.model.platform) or (
-                time.monotonic() > deadline
-            ):
+            pending = _converged(world, expiring, quiet_from, work.model.platform)
+            if not pending or time.monotonic() > deadline:
                 break
+            if time.monotonic() - shown > 30:  # what it still waits for, now and then
+                shown = time.monotonic()
+                log(f"waiting for convergence: {len(pending)} left, first: {pending[0]}")
             time.sleep(1)
         report.passes += scrape_passes(world.port)
         proc[0].send_signal(signal.SIGTERM)
