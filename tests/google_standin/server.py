@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from ._api import SERVER_FIELDS, CalendarApi
+from ._api import ROLES, SERVER_FIELDS, CalendarApi
 from ._base import Request, Response
 from ._discovery import APP_CREATED, check_parameters, insufficient_scopes, permitting
 from ._errors import FAULT_KINDS, ApiError, fault_error, not_found
@@ -343,6 +343,18 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         with self._lock:
             tz = time_zone or self._calendars[email].time_zone
             return self._new_calendar(email, summary, time_zone=tz).id
+
+    def share_calendar(self, calendar_id: str, email: str, role: str) -> None:
+        """Share a calendar with another account as its owner would in Google's UI: it appears
+        in that account's calendar list with ``role`` as its accessRole (one of ``ROLES``; owner is
+        "Make changes and manage sharing")."""
+        if role not in ROLES:
+            raise ValueError(f"accessRole {role!r} is not one of {ROLES}")
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            if email not in cal.shared:
+                self._accounts[email].calendar_ids.append(calendar_id)
+            cal.shared[email] = role
 
     def client_credentials(self, refresh_token: str) -> tuple[str, str]:
         """(client_id, client_secret) of the OAuth client a refresh token was issued to."""
