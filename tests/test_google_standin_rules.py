@@ -184,6 +184,25 @@ def test_calendar_list_gives_each_calendar_the_accounts_access_role(g: GoogleSta
     refused(service.calendarList().get(calendarId=stranger), 404, "notFound")
 
 
+def test_events_owned_reaches_only_calendars_the_account_owns(g: GoogleStandIn) -> None:
+    """Scope calendar.events.owned ("Choose Google Calendar API scopes": "See, create, change,
+    and delete events on Google calendars you own"): a calendar shared with the account, even
+    with writer access, is out of its reach; one shared as owner is within it."""
+    owned = [SCOPE + "calendar.events.owned", SCOPE + "calendar.calendarlist.readonly"]
+    service = build_service(g, g.add_account(EMAIL, scopes=owned))
+    g.add_account(OTHER)
+    practice, managed = g.add_calendar(OTHER, "Practice"), g.add_calendar(OTHER, "Managed")
+    g.share_calendar(practice, EMAIL, "writer")
+    g.share_calendar(managed, EMAIL, "owner")
+    service.events().insert(calendarId="primary", body=body()).execute()
+    service.events().insert(calendarId=managed, body=body()).execute()
+    refused(
+        service.events().insert(calendarId=practice, body=body()), 403, "insufficientPermissions"
+    )
+    refused(service.events().list(calendarId=practice), 403, "insufficientPermissions")
+    assert service.calendarList().get(calendarId=practice).execute()["accessRole"] == "writer"
+
+
 def test_sequence_may_not_go_down_and_a_drag_raises_it(g: GoogleStandIn) -> None:
     """Events resource, ``sequence`` (RFC 5545 SEQUENCE) and "Handle API errors"
     (400 invalidSequenceValue): a time change in Google's UI raises it; a write with a lower

@@ -189,6 +189,10 @@ class CalendarApi(StandInState):
             self._tls, "client_id", None
         ):
             raise insufficient_scopes()
+        # Likewise calendar.events.owned ("See, create, change, and delete events on Google
+        # calendars you own"): a calendar shared with the account, even to edit, is not its own.
+        if getattr(self._tls, "owned_only", False) and role != "owner":
+            raise insufficient_scopes()
         return cal
 
     def _calendar_json(self, cal: Calendar) -> JSON:

@@ -29,7 +29,13 @@ from zoneinfo import ZoneInfo
 
 from ._api import ROLES, SERVER_FIELDS, CalendarApi
 from ._base import Request, Response
-from ._discovery import APP_CREATED, check_parameters, insufficient_scopes, permitting
+from ._discovery import (
+    APP_CREATED,
+    EVENTS_OWNED,
+    check_parameters,
+    insufficient_scopes,
+    permitting,
+)
 from ._errors import FAULT_KINDS, ApiError, fault_error, not_found
 from ._model import Account, Calendar, Client, Fault, Notification
 from ._oauth import CALENDAR_SCOPE, OAuthEndpoints
@@ -651,6 +657,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         name, params = route
         self._count(name)
         self._tls.app_created_only = False
+        self._tls.owned_only = False
         self._tls.client_id = None
         try:
             access = self._access(req.headers)
@@ -661,6 +668,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             if not allowed:
                 raise insufficient_scopes()
             self._tls.app_created_only = allowed == {APP_CREATED}
+            self._tls.owned_only = allowed == {EVENTS_OWNED}
             self._tls.client_id = access.client_id
             check_parameters(name, req.query, params)
             if name in NOT_IMPLEMENTED:
