@@ -168,22 +168,30 @@ class ConnectPage(ConnectPageBase):
             problem=problem,
         )
 
-    async def caldav_form(self, request: Request) -> Response:
+    async def preset_access(
+        self, request: Request
+    ) -> tuple[Link, caldav_presets.Preset] | Response:
+        """The open link and the CalDAV provider a request names, or the page saying why not."""
         link = await self.access(request)
         if isinstance(link, Response):
             return link
         preset = caldav_presets.PRESETS.get(request.path_params["preset"])
         if preset is None:
             return self.message("Not found", "There is no such calendar provider here.", 404)
+        return link, preset
+
+    async def caldav_form(self, request: Request) -> Response:
+        found = await self.preset_access(request)
+        if isinstance(found, Response):
+            return found
+        link, preset = found
         return self.caldav_page(link, preset, {"address": "", "username": ""})
 
     async def caldav_connect(self, request: Request) -> Response:
-        link = await self.access(request)
-        if isinstance(link, Response):
-            return link
-        preset = caldav_presets.PRESETS.get(request.path_params["preset"])
-        if preset is None:
-            return self.message("Not found", "There is no such calendar provider here.", 404)
+        found = await self.preset_access(request)
+        if isinstance(found, Response):
+            return found
+        link, preset = found
         form = await self.form_of(request)
         address, username = str(form.get("address", "")), str(form.get("username", ""))
         try:
