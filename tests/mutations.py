@@ -11,7 +11,7 @@ Each mutation patches one syncd function the way a plausible bug would break it:
 
 In-process tests use :func:`applied` (a context manager); the soak's processes are mutated
 through :data:`ENV`, which the ``sitecustomize`` module in tests/mutation_hook/ reads at start
-(``python -m tests.soak --mutation NAME``).
+(``python -m tests.support.soak --mutation NAME``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ therapist's calendar must hold; and the comparison of what a calendar server act
 imports syncd: a bug in syncd's ingestion, projection or planner cannot hide itself by being
 the yardstick too. Pure: no I/O, no clock reads.
 
-Used by the soak (tests/soak.py), the state machine (tests/test_model.py) and the replica tests
-(tests/test_replicas.py); its own tests are tests/test_oracle.py.
+Used by the soak (tests/support/soak/), the state machine (tests/test_model.py) and the replica
+tests (tests/test_replicas.py); its own tests are tests/test_oracle.py.
 """
 
 from __future__ import annotations

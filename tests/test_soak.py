@@ -1,4 +1,4 @@
-"""The short soak (tests/soak.py): a seeded mixed workload through ``syncd ingest`` while the
+"""The short soak (tests/support/soak/): a seeded mixed workload through ``syncd ingest`` while the
 real ``syncd run`` is SIGKILLed and restarted, with faults injected by proxies in front of
 Radicale, Xandikos, the Google stand-in and the webhook receiver, and the therapists editing
 and deleting syncd's entries by hand (in Google: dragging, retitling and deleting them, moving
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import soak, soak_google
 from tests.caldav_servers import CalDAVServer
 from tests.google_standin import GoogleStandIn
+from tests.support import soak
 
 
 # Over a minute (78 s alone, over 300 s once in a full CI run under load): the documented workload
@@ -56,7 +56,7 @@ def test_short_soak_converges_after_kills_and_faults(
     assert sum(report.hand_edits.values()) >= 1
     # the therapists in Google Calendar: each kind of action at least once (taken in turn), drags
     # bumping the sequence, occurrences of a series moved and deleted, all put back
-    assert set(report.google_actions) == set(soak_google.KINDS)
+    assert set(report.google_actions) == set(soak.GOOGLE_ACTIONS)
     # every fate of an offer (taken in turn), and the offers left to expire did
     assert set(report.offers) == set(soak.FATES) and report.expired_offers >= 2
     assert sum(report.passes.values()) >= 50 and sum(report.notifications.values()) >= 20

@@ -1,6 +1,6 @@
-"""The soak's therapist in Google Calendar (tests/soak_google.py): each action changes what the
-therapist would see, and the occurrence check finds every changed occurrence until it is put back
-as its series defines it."""
+"""The soak's therapist in Google Calendar (tests/support/soak/google_actions.py): each action
+changes what the therapist would see, and the occurrence check finds every changed occurrence
+until it is put back as its series defines it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests import soak_google
 from tests.google_standin import GoogleStandIn
 from tests.google_standin.fixtures import build_service
+from tests.support.soak import google_actions as soak_google
 
 EMAIL = "therapist@example.com"
 START = datetime(2027, 3, 2, 10, 0, tzinfo=UTC)

@@ -1,0 +1,2 @@
+"""What the tests run against: real servers and their stand-ins, fault proxies, harnesses and
+oracles. Nothing here is a test."""
