@@ -129,12 +129,16 @@ def _pending(app: App, link: connect_links.Link) -> google_auth.Grant:
     return google_auth.Grant(state, link.therapist_id, None, app.box.open(sealed))
 
 
-def writable_calendars(app: App, link: connect_links.Link) -> list[CalendarInfo]:
-    """The calendars of the account just granted, to choose the one to write into."""
+def _account_calendars(
+    app: App, link: connect_links.Link
+) -> tuple[list[CalendarInfo], list[CalendarInfo]]:
+    """(every calendar of the account just granted, the ones syncd may write into), syncd's own
+    dedicated calendar left out of both."""
     grant = _pending(app, link)
     connector = GoogleConnector(app.google_settings(grant.refresh_token, None))
     try:
-        return [c for c in connector.calendars() if not c.is_syncd]
+        seen = [c for c in connector.calendars() if not c.is_syncd]
+        return seen, [c for c in connector.writable_calendars() if not c.is_syncd]
     except ConnectorError as exc:
         raise ConnectProblem(
             Problem("We could not read your list of Google calendars. Please try again.", str(exc))
@@ -143,10 +147,26 @@ def writable_calendars(app: App, link: connect_links.Link) -> list[CalendarInfo]
         connector.close()
 
 
+def writable_calendars(app: App, link: connect_links.Link) -> list[CalendarInfo]:
+    """The calendars to choose the one to write into: those the account owns (Google's
+    accessRole ``owner``). Calendars shared with the therapist, to read (a colleague's, public
+    holidays) or even to edit, are never offered: the existing-calendar consent
+    (calendar.events.owned) lets syncd write only into calendars the therapist owns."""
+    return _account_calendars(app, link)[1]
+
+
 def choose_calendar(app: App, link: connect_links.Link, calendar_id: str) -> int:
-    """Store the connection writing into ``calendar_id`` (one of the account's own)."""
-    known = {c.ref for c in writable_calendars(app, link)}
-    if calendar_id not in known:
+    """Store the connection writing into ``calendar_id`` (one of :func:`writable_calendars`);
+    any other is refused with nothing stored, the grant kept for another choice."""
+    seen, writable = _account_calendars(app, link)
+    if calendar_id not in {c.ref for c in writable}:
+        if calendar_id in {c.ref for c in seen}:
+            raise ConnectProblem(
+                Problem(
+                    "That calendar is not yours (it is shared with you), so syncd cannot put "
+                    "your sessions there. Choose one of your own calendars."
+                )
+            )
         raise ConnectProblem(Problem("Choose one of your calendars from the list."))
     grant = _pending(app, link)
     try:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -118,60 +119,24 @@ class Daemon:
         cfg = self.app.config.daemon
         loop = asyncio.get_running_loop()
         scheduler = AsyncIOScheduler(event_loop=loop)
-        scheduler.add_job(
-            self._job(self._poll),
-            "interval",
-            seconds=cfg.poll_interval,
-            id="poll",
-            coalesce=True,
-            max_instances=1,
-        )
-        scheduler.add_job(
-            self._job(self._heartbeat),
-            "interval",
-            seconds=heartbeat_interval(cfg.lease_seconds),
-            id="heartbeat",
-            coalesce=True,
-            max_instances=1,
-        )
+        every = functools.partial(self._every, scheduler)
+        every(self._poll, cfg.poll_interval, "poll")
+        every(self._heartbeat, heartbeat_interval(cfg.lease_seconds), "heartbeat")
         if self._deliverer is not None:
-            scheduler.add_job(
-                self._job(self._deliver),
-                "interval",
-                seconds=self.app.config.platform.poll_interval,
-                id="outbox",
-                coalesce=True,
-                max_instances=1,
-            )
-        scheduler.add_job(
-            self._job(self._sweep),
-            "interval",
-            seconds=self.app.config.offers.sweep_interval,
-            id="expiry-sweep",
-            coalesce=True,
-            max_instances=1,
+            every(self._deliver, self.app.config.platform.poll_interval, "outbox")
+        every(self._sweep, self.app.config.offers.sweep_interval, "expiry-sweep")
+        # Once at start too (a daemon restarted daily would otherwise never purge).
+        every(
+            self._retention,
+            self.app.config.retention.sweep_interval,
+            "retention",
+            next_run_time=datetime.now(UTC),
         )
-        scheduler.add_job(
-            self._job(self._retention),
-            "interval",
-            seconds=self.app.config.retention.sweep_interval,
-            id="retention",
-            coalesce=True,
-            max_instances=1,
-            next_run_time=datetime.now(UTC),  # once at start too (a daemon restarted daily)
-        )
+        if self.app.config.google.client_id and self.app.config.http.public_url:
+            every(self._renew_watches, 5, "google-watch")
+        await loop.run_in_executor(None, self._register)
         # Before anything else: offers that expired while we were down release their holds
         # now, so the first passes already write the calendars without them.
-        if self.app.config.google.client_id and self.app.config.http.public_url:
-            scheduler.add_job(
-                self._job(self._renew_watches),
-                "interval",
-                seconds=5,
-                id="google-watch",
-                coalesce=True,
-                max_instances=1,
-            )
-        await loop.run_in_executor(None, self._register)
         await self._sweep(scheduler)
         await loop.run_in_executor(None, self._reclaim)
         if self.app.db.url.get_backend_name() == "postgresql":
@@ -279,6 +244,26 @@ class Daemon:
     async def _renew_watches(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, watch.renew_watches, self.app)
+
+    def _every(
+        self,
+        scheduler: AsyncIOScheduler,
+        job: Callable[[], Awaitable[None]],
+        seconds: float,
+        job_id: str,
+        **options: Any,
+    ) -> None:
+        """A periodic scheduler job: one run at a time, and after a stall one run, not a burst
+        of the missed ones."""
+        scheduler.add_job(
+            self._job(job),
+            "interval",
+            seconds=seconds,
+            id=job_id,
+            coalesce=True,
+            max_instances=1,
+            **options,
+        )
 
     def _job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """A scheduler job. Stopping the daemon cancels a job caught mid-await; that is the

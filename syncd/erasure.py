@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.orm import Session
@@ -102,6 +102,16 @@ class _Entities:
         bucket = {"session": self.sessions, "offer": self.offers, "reserved_slot": self.reserved}
         found = bucket[kind]
         found[entity_id] = max(version, found.get(entity_id, version))
+
+
+def _note_stored(
+    s: Session, found: _Entities, column: Literal["client_id", "therapist_id"], value: str
+) -> None:
+    """Note the stored sessions and reserved slots whose ``column`` is ``value``."""
+    for kind, table in (("session", SessionRow), ("reserved_slot", ReservedSlotRow)):
+        where = getattr(table, column) == value
+        for eid, version in s.execute(select(table.id, table.version).where(where)).all():
+            found.note(kind, eid, version)
 
 
 def _history_of(s: Session, kind: str, where: ColumnElement[bool]) -> list[tuple[str, int]]:
@@ -198,16 +208,7 @@ def forget_client(app: App, client_id: str) -> Erased:
     now = app.clock()
     with app.sessions.begin() as s:
         found = _Entities()
-        for sid, version in s.execute(
-            select(SessionRow.id, SessionRow.version).where(SessionRow.client_id == client_id)
-        ).all():
-            found.note("session", sid, version)
-        for rid, version in s.execute(
-            select(ReservedSlotRow.id, ReservedSlotRow.version).where(
-                ReservedSlotRow.client_id == client_id
-            )
-        ).all():
-            found.note("reserved_slot", rid, version)
+        _note_stored(s, found, "client_id", client_id)
         mentions = EntityHistoryRow.payload["client"]["id"].as_string() == client_id
         for kind, table in (("session", SessionRow), ("reserved_slot", ReservedSlotRow)):
             mine = found.sessions if kind == "session" else found.reserved
@@ -352,16 +353,7 @@ def _take_lease(app: App, therapist_id: str, owner: str, lease: timedelta) -> No
 
 def _erase_therapist(s: Session, tid: str, now: datetime, out: Erased) -> None:
     found = _Entities()
-    for sid, version in s.execute(
-        select(SessionRow.id, SessionRow.version).where(SessionRow.therapist_id == tid)
-    ).all():
-        found.note("session", sid, version)
-    for rid, version in s.execute(
-        select(ReservedSlotRow.id, ReservedSlotRow.version).where(
-            ReservedSlotRow.therapist_id == tid
-        )
-    ).all():
-        found.note("reserved_slot", rid, version)
+    _note_stored(s, found, "therapist_id", tid)
     by_therapist = EntityHistoryRow.payload["therapist_id"].as_string() == tid
     for kind in ("session", "reserved_slot"):
         for eid, version in _history_of(s, kind, by_therapist):

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from connectors.egress_http import httpx_client
 from connectors.errors import AuthFailed, NotFound, Transient
-from syncd import auth, caldav_presets, connect_links
+from syncd import auth, caldav_presets, connect_links, google_auth
 from syncd.app import App
 from syncd.caldav_discovery import Srv
 from syncd.cli import main
@@ -42,6 +42,8 @@ from tests.test_dashboard import sign_in
 PASSWORD, NEW_PASSWORD = "first pw", "second pw"
 CLIENT_ID, CLIENT_SECRET = "syncd-client", "syncd-client-secret"
 ANN = "ann@example.com"
+PRACTICE = "practice@example.com"
+SHARED_ROLES = ("writer", "reader", "freeBusyReader")
 
 
 class FakeDns:
@@ -517,6 +519,63 @@ def test_google_dedicated_existing_and_reconnect_through_links(
         assert after is not None and after.state == "new"
         assert after.calendar_url == rows[0].calendar_url
         assert s.scalar(select(func.count()).select_from(ConnectionRow)) == 2
+
+
+def test_google_existing_mode_offers_only_calendars_the_therapist_owns(
+    google_world: tuple[App, GoogleStandIn, TestClient],
+) -> None:
+    """Issue 15: calendars shared with the therapist (to read, or even to edit: the
+    existing-calendar consent reaches only calendars they own) are not offered to write into,
+    one named anyway is refused in plain words with nothing stored, and all of them can still
+    count as busy time."""
+    app, g, client = google_world
+    own = g.add_calendar(ANN, "Ann's practice")
+    g.add_account(PRACTICE)
+    shared = {role: g.add_calendar(PRACTICE, f"Shared {role}") for role in SHARED_ROLES}
+    for role, calendar in shared.items():
+        g.share_calendar(calendar, ANN, role)
+    g.consenting_account = ANN
+    path = urlsplit(connect_links.create(app, "t-1").url).path
+    assert through_google(client, path, {"mode": "existing"}).status_code == 303
+    listing = client.get(f"{path}/google/calendar")
+    assert f'value="{ANN}"' in listing.text and f'value="{own}"' in listing.text
+    for role, calendar in shared.items():
+        assert calendar not in listing.text and f"Shared {role}" not in listing.text, role
+    for calendar in shared.values():
+        refused = client.post(f"{path}/google/calendar", data={"calendar": calendar})
+        assert refused.status_code == 400
+        assert "That calendar is not yours (it is shared with you)" in refused.text
+        assert calendar not in refused.text  # the list shown again offers only the own ones
+    with app.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(ConnectionRow)) == 0
+    chosen = client.post(f"{path}/google/calendar", data={"calendar": own}, follow_redirects=False)
+    assert chosen.status_code == 303
+    with app.sessions() as s:
+        [row] = s.scalars(select(ConnectionRow)).all()
+    assert own in (row.calendar_url or "") and not row.calendar_owned
+    busy = client.get(f"{path}/calendars").text
+    assert all(f"Shared {role}" in busy for role in SHARED_ROLES)
+
+
+def test_a_google_calendar_not_owned_is_refused_before_the_connection_is_stored(
+    google_world: tuple[App, GoogleStandIn, TestClient],
+) -> None:
+    """The CLI's way (``syncd connect google --calendar X``): the calendar is checked when the
+    consent comes back, and one shared with the therapist is refused on Google's callback page,
+    nothing stored."""
+    app, g, client = google_world
+    g.add_account(PRACTICE)
+    calendar = g.add_calendar(PRACTICE, "Team rota")
+    g.share_calendar(calendar, ANN, "writer")
+    g.consenting_account = ANN
+    url = google_auth.authorization_url(app, "t-1", calendar_id=calendar)
+    consent = httpx.get(url, follow_redirects=False, timeout=10)
+    back = urlsplit(consent.headers["location"])
+    page = client.get(f"{back.path}?{back.query}")
+    assert page.status_code == 400 and "Not connected" in page.text
+    assert "is not owned by this account (accessRole writer)" in page.text
+    with app.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(ConnectionRow)) == 0
 
 
 # -- the admin API, the CLI and the dashboard -----------------------------------------------------

@@ -16,6 +16,7 @@ from tests.support.google_standin import GoogleStandIn
 from tests.support.google_standin.fixtures import build_service
 
 EMAIL = "therapist@example.com"
+OTHER = "practice@example.com"
 START = datetime(2026, 12, 1, 10, tzinfo=UTC)
 SCOPE = "https://www.googleapis.com/auth/"
 
@@ -127,6 +128,79 @@ def test_app_created_reaches_only_the_calendars_the_app_created(g: GoogleStandIn
     for calendar in ("primary", mine):
         refused(service.events().list(calendarId=calendar), 403, "insufficientPermissions")
         refused(service.calendars().get(calendarId=calendar), 403, "insufficientPermissions")
+
+
+def test_calendar_list_gives_each_calendar_the_accounts_access_role(g: GoogleStandIn) -> None:
+    """calendarList resource (https://developers.google.com/calendar/api/v3/reference/calendarList),
+    ``accessRole``: the account's effective role on each listed calendar, ``owner`` of its own,
+    ``writer``, ``reader`` or ``freeBusyReader`` on one shared with it; ``primary`` only on its
+    own. "Handle API errors": an event written into a calendar without writer access is 403
+    ``requiredAccessLevel``; freeBusy reads any of them."""
+    service = build_service(g, g.add_account(EMAIL))
+    g.add_account(OTHER)
+    roles = {"writer": "Practice", "reader": "Team rota", "freeBusyReader": "Colleague"}
+    shared = {}
+    for role, summary in roles.items():
+        shared[role] = g.add_calendar(OTHER, summary)
+        g.share_calendar(shared[role], EMAIL, role)
+    g.share_calendar(OTHER, EMAIL, "reader")  # the other account's primary calendar
+    listed = {e["id"]: e for e in service.calendarList().list().execute()["items"]}
+    assert {i: (e["accessRole"], e.get("primary", False)) for i, e in listed.items()} == {
+        EMAIL: ("owner", True),
+        shared["writer"]: ("writer", False),
+        shared["reader"]: ("reader", False),
+        shared["freeBusyReader"]: ("freeBusyReader", False),
+        OTHER: ("reader", False),
+    }
+    got = service.calendarList().get(calendarId=shared["freeBusyReader"]).execute()
+    assert got["accessRole"] == "freeBusyReader"
+    service.events().insert(calendarId=shared["writer"], body=body()).execute()
+    for role in ("reader", "freeBusyReader"):
+        refused(
+            service.events().insert(calendarId=shared[role], body=body()),
+            403,
+            "requiredAccessLevel",
+        )
+    service.events().list(calendarId=shared["reader"]).execute()
+    refused(service.events().list(calendarId=shared["freeBusyReader"]), 403, "requiredAccessLevel")
+    refused(service.calendars().delete(calendarId=shared["writer"]), 403, "requiredAccessLevel")
+    answer = (
+        service.freebusy()
+        .query(
+            body={
+                "timeMin": START.isoformat(),
+                "timeMax": (START + timedelta(days=1)).isoformat(),
+                "items": [{"id": c} for c in shared.values()],
+            }
+        )
+        .execute()
+    )
+    assert answer["calendars"][shared["writer"]]["busy"] == [
+        {"start": "2026-12-01T10:00:00Z", "end": "2026-12-01T10:50:00Z"}
+    ]
+    assert all("errors" not in answer["calendars"][c] for c in shared.values())
+    g.add_account("stranger@example.com")
+    stranger = g.add_calendar("stranger@example.com", "Not shared")
+    refused(service.calendarList().get(calendarId=stranger), 404, "notFound")
+
+
+def test_events_owned_reaches_only_calendars_the_account_owns(g: GoogleStandIn) -> None:
+    """Scope calendar.events.owned ("Choose Google Calendar API scopes": "See, create, change,
+    and delete events on Google calendars you own"): a calendar shared with the account, even
+    with writer access, is out of its reach; one shared as owner is within it."""
+    owned = [SCOPE + "calendar.events.owned", SCOPE + "calendar.calendarlist.readonly"]
+    service = build_service(g, g.add_account(EMAIL, scopes=owned))
+    g.add_account(OTHER)
+    practice, managed = g.add_calendar(OTHER, "Practice"), g.add_calendar(OTHER, "Managed")
+    g.share_calendar(practice, EMAIL, "writer")
+    g.share_calendar(managed, EMAIL, "owner")
+    service.events().insert(calendarId="primary", body=body()).execute()
+    service.events().insert(calendarId=managed, body=body()).execute()
+    refused(
+        service.events().insert(calendarId=practice, body=body()), 403, "insufficientPermissions"
+    )
+    refused(service.events().list(calendarId=practice), 403, "insufficientPermissions")
+    assert service.calendarList().get(calendarId=practice).execute()["accessRole"] == "writer"
 
 
 def test_sequence_may_not_go_down_and_a_drag_raises_it(g: GoogleStandIn) -> None:

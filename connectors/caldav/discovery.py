@@ -22,9 +22,9 @@ from connectors.caldav.webdav import (
     CALENDARS_BODY,
     DAV,
     RESOURCETYPE_BODY,
+    found_propstats,
     require_multistatus,
     resource_kind,
-    status_code,
 )
 from connectors.errors import NotFound, ProtocolError
 
@@ -139,9 +139,7 @@ class Calendars:
         name: str | None = None
         is_calendar = False
         components: set[str] | None = None  # None: the server states no restriction
-        for propstat in element.iterfind(f"{DAV}propstat"):
-            if status_code(propstat.findtext(f"{DAV}status")) != 200:
-                continue
+        for propstat in found_propstats(element):
             prop = propstat.find(f"{DAV}prop")
             if prop is None:
                 continue

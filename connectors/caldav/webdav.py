@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -100,6 +101,14 @@ def require_multistatus(tree: Any, what: str) -> Any:
     return tree
 
 
+def found_propstats(response: Any) -> Iterator[Any]:
+    """The propstats of one multistatus response whose properties were found (status 200); the
+    others (404 for a property the server lacks, 403…) carry no values."""
+    for propstat in response.iterfind(f"{DAV}propstat"):
+        if status_code(propstat.findtext(f"{DAV}status")) == 200:
+            yield propstat
+
+
 def parse_multistatus(tree: Any, what: str) -> Multistatus:
     """The members of a PROPFIND or sync-collection multistatus (RFC 4918 13, RFC 6578 3.2)."""
     require_multistatus(tree, what)
@@ -110,9 +119,7 @@ def parse_multistatus(tree: Any, what: str) -> Multistatus:
             continue
         etag: str | None = None
         is_collection = False
-        for propstat in response.iterfind(f"{DAV}propstat"):
-            if status_code(propstat.findtext(f"{DAV}status")) != 200:
-                continue
+        for propstat in found_propstats(response):
             etag_el = propstat.find(f"{DAV}prop/{DAV}getetag")
             if etag_el is not None and etag_el.text:
                 # Only XML whitespace is dropped: the quotes are part of the entity-tag.
@@ -146,9 +153,7 @@ def calendar_data(tree: Any, what: str) -> list[tuple[str, str]]:
         href = response.findtext(f"{DAV}href")
         if not href:
             continue
-        for propstat in response.iterfind(f"{DAV}propstat"):
-            if status_code(propstat.findtext(f"{DAV}status")) != 200:
-                continue
+        for propstat in found_propstats(response):
             data = propstat.findtext(f"{DAV}prop/{CALDAV}calendar-data")
             if data and data.strip():
                 found.append((href_path(href), data))
@@ -162,9 +167,7 @@ def resource_kind(tree: Any, what: str) -> str | None:
     for element in tree.iterfind(f"{DAV}response"):
         if status_code(element.findtext(f"{DAV}status")) in (404, 410):
             return None
-        for propstat in element.iterfind(f"{DAV}propstat"):
-            if status_code(propstat.findtext(f"{DAV}status")) != 200:
-                continue
+        for propstat in found_propstats(element):
             resourcetype = propstat.find(f"{DAV}prop/{DAV}resourcetype")
             if resourcetype is None:
                 continue

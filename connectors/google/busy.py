@@ -1,7 +1,9 @@
 """Google busy time (:class:`connectors.base.BusyReader`).
 
 ``calendars()`` is calendarList.list: ``ref`` is the calendar id, and ``is_syncd`` marks syncd's
-dedicated calendar (the one whose description carries ``MARKER``) and nothing else. ``busy()``
+dedicated calendar (the one whose description carries ``MARKER``) and nothing else; every
+calendar the account can see counts, freeBusy reads any of them. ``writable_calendars()`` is the
+part of that list syncd may write events into (``calendar.WRITABLE_ROLES``). ``busy()``
 reads the account's calendar list once per connector (to recognise the dedicated calendar, which
 never counts, and to know the calendars' zones), then:
 
@@ -28,7 +30,7 @@ from connectors.base import BusyInterval, BusyOptions, CalendarInfo
 from connectors.common import Window, clip, sort_intervals
 from connectors.errors import BusyIncomplete
 from connectors.google import ical
-from connectors.google.calendar import TargetCalendar
+from connectors.google.calendar import TargetCalendar, writable
 from connectors.google.errors import translated
 from connectors.google.freebusy import freebusy
 from connectors.google.ids import calendar_id_from
@@ -50,6 +52,7 @@ class CalendarEntry:
     name: str
     is_syncd: bool
     time_zone: str | None
+    writable: bool  # its accessRole lets the account write events
 
 
 def _instant(when: dict[str, Any], calendar_zone: str | None) -> tuple[datetime, bool]:
@@ -102,6 +105,14 @@ class BusyTime:
         entries = self._list_calendars()
         return [CalendarInfo(ref=e.id, name=e.name, is_syncd=e.is_syncd) for e in entries.values()]
 
+    def writable_calendars(self) -> list[CalendarInfo]:
+        entries = self._entries if self._entries is not None else self._list_calendars()
+        return [
+            CalendarInfo(ref=e.id, name=e.name, is_syncd=e.is_syncd)
+            for e in entries.values()
+            if e.writable
+        ]
+
     def read(
         self, window: Window, calendars: Sequence[str], options: BusyOptions
     ) -> list[BusyInterval]:
@@ -140,6 +151,7 @@ class BusyTime:
                     name=str(item.get("summaryOverride") or item.get("summary") or calendar_id),
                     is_syncd=self._calendar.marker in (item.get("description") or ""),
                     time_zone=item.get("timeZone"),
+                    writable=writable(item),
                 )
         self._entries = entries
         return entries

@@ -4,6 +4,7 @@ syncd's dedicated calendar is a secondary calendar whose description carries ``M
 found again after a reconnect by that marker, and created when missing. A configured calendar
 (an id, or a URL from ``ensure_calendar``) is checked with calendarList.get, not calendars.get:
 the calendar-list scope both connection modes hold permits it (:mod:`connectors.google.scopes`).
+It must be one syncd may write events into: its ``accessRole`` in ``WRITABLE_ROLES``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from connectors.errors import NotFound, ProtocolError
+from connectors.errors import AuthFailed, NotFound, ProtocolError
 from connectors.google.ids import calendar_id_from, calendar_url, event_id_for, name_for_event_id
 from connectors.google.settings import GoogleSettings
 from connectors.google.transport import Api
@@ -21,6 +22,19 @@ from connectors.google.transport import Api
 log = logging.getLogger(__name__)
 
 MARKER = "[syncd:{}]"
+
+# The calendarList ``accessRole`` values of a calendar syncd may write into (calendarList
+# reference). ``owner`` only: the existing-calendar consent grants calendar.events.owned, whose
+# description reaches the events of "calendars you own", so a calendar merely shared with the
+# therapist to edit (``writer``) would refuse syncd's writes, and asking for the broader
+# calendar.events scope would reach every calendar's events. ``reader`` and ``freeBusyReader``
+# refuse every write (403 requiredAccessLevel).
+WRITABLE_ROLES = frozenset({"owner"})
+
+
+def writable(entry: dict[str, Any]) -> bool:
+    """Whether syncd may write events into this calendarList entry's calendar."""
+    return entry.get("accessRole") in WRITABLE_ROLES
 
 
 class TargetCalendar:
@@ -44,9 +58,18 @@ class TargetCalendar:
         if self.id is not None and self._verified:
             return self.url(self.id)
         if self.id is not None:
-            self._api.execute(
+            entry = self._api.execute(
                 self._api.service.calendarList().get(calendarId=self.id), "calendarList.get"
             )
+            if not writable(entry):
+                # Checked here rather than left to the first write: a connection to a calendar
+                # syncd may not write into is refused before it is stored (the same AuthFailed
+                # the first write's 403 would give later).
+                raise AuthFailed(
+                    f"calendar {self.id} is not owned by this account (accessRole "
+                    f"{entry.get('accessRole')}): syncd writes only into a calendar the account "
+                    "owns, the ones its consent (calendar.events.owned) reaches"
+                )
         else:
             self.id = self._find_or_create_dedicated()
         self._verified = True

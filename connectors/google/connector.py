@@ -121,6 +121,11 @@ class GoogleConnector:
         """The account's calendars (calendarList.list); ``is_syncd`` marks the dedicated one."""
         return self._busy.calendars()
 
+    def writable_calendars(self) -> list[base.CalendarInfo]:
+        """The part of :meth:`calendars` syncd may write events into: those the account owns
+        (accessRole ``owner``; see ``calendar.WRITABLE_ROLES`` for why not ``writer``)."""
+        return self._busy.writable_calendars()
+
     def busy(
         self, start: datetime, end: datetime, calendars: Sequence[str], options: base.BusyOptions
     ) -> list[base.BusyInterval]:

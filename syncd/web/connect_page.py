@@ -26,7 +26,7 @@ from syncd.connect_flow import ConnectProblem
 from syncd.connect_links import Link, LinkError
 from syncd.engine import ConnectionState
 from syncd.project import local_label
-from syncd.store.tables import TherapistRow
+from syncd.store.tables import ConnectionRow, TherapistRow
 from syncd.web.connect_base import HERE, ConnectPageBase, connection_label
 from syncd.web.host import Host
 
@@ -138,32 +138,60 @@ class ConnectPage(ConnectPageBase):
 
     # -- CalDAV -------------------------------------------------------------------------------
 
-    async def caldav_form(self, request: Request) -> Response:
-        link = await self.access(request)
-        if isinstance(link, Response):
-            return link
-        preset = caldav_presets.PRESETS.get(request.path_params["preset"])
-        if preset is None:
-            return self.message("Not found", "There is no such calendar provider here.", 404)
-        form = {"address": "", "username": ""}
-        action = f"{self.base(link)}/caldav/{preset.key}"
+    def caldav_page(
+        self,
+        link: Link,
+        preset: caldav_presets.Preset,
+        form: dict[str, str],
+        reconnect: ConnectionRow | None = None,
+        status: int = 200,
+        problem: caldav_presets.Problem | None = None,
+    ) -> Response:
+        """The CalDAV form: a new connection with ``preset``, or the new password of
+        ``reconnect`` (an existing connection), shown again with ``problem`` after a failure."""
+        if reconnect is None:
+            action, label = f"{self.base(link)}/caldav/{preset.key}", ""
+        else:
+            action, label = (
+                f"{self.base(link)}/reconnect/{reconnect.id}",
+                connection_label(reconnect),
+            )
         return self.render(
             "caldav.html",
+            status,
             preset=preset,
             base=self.base(link),
             form=form,
             action=action,
-            reconnect=None,
-            reconnect_label="",
+            reconnect=reconnect,
+            reconnect_label=label,
+            problem=problem,
         )
 
-    async def caldav_connect(self, request: Request) -> Response:
+    async def preset_access(
+        self, request: Request
+    ) -> tuple[Link, caldav_presets.Preset] | Response:
+        """The open link and the CalDAV provider a request names, or the page saying why not."""
         link = await self.access(request)
         if isinstance(link, Response):
             return link
         preset = caldav_presets.PRESETS.get(request.path_params["preset"])
         if preset is None:
             return self.message("Not found", "There is no such calendar provider here.", 404)
+        return link, preset
+
+    async def caldav_form(self, request: Request) -> Response:
+        found = await self.preset_access(request)
+        if isinstance(found, Response):
+            return found
+        link, preset = found
+        return self.caldav_page(link, preset, {"address": "", "username": ""})
+
+    async def caldav_connect(self, request: Request) -> Response:
+        found = await self.preset_access(request)
+        if isinstance(found, Response):
+            return found
+        link, preset = found
         form = await self.form_of(request)
         address, username = str(form.get("address", "")), str(form.get("username", ""))
         try:
@@ -178,17 +206,8 @@ class ConnectPage(ConnectPageBase):
                 dns=self.dns,
             )
         except ConnectProblem as exc:
-            return self.render(
-                "caldav.html",
-                400,
-                preset=preset,
-                base=self.base(link),
-                form={"address": address[:2000], "username": username[:200]},
-                action=f"{self.base(link)}/caldav/{preset.key}",
-                reconnect=None,
-                reconnect_label="",
-                problem=exc.problem,
-            )
+            form_back = {"address": address[:2000], "username": username[:200]}
+            return self.caldav_page(link, preset, form_back, status=400, problem=exc.problem)
         except LinkError as exc:
             return self.link_refused(exc)
         self.wake()
@@ -213,18 +232,8 @@ class ConnectPage(ConnectPageBase):
                 connection_id=row.id,
                 label=connection_label(row),
             )
-        preset = connect_flow.preset_of(row.url)
-        action = f"{self.base(link)}/reconnect/{row.id}"
         form = {"address": "", "username": row.username}
-        return self.render(
-            "caldav.html",
-            preset=preset,
-            base=self.base(link),
-            form=form,
-            action=action,
-            reconnect=row,
-            reconnect_label=connection_label(row),
-        )
+        return self.caldav_page(link, connect_flow.preset_of(row.url), form, row)
 
     async def reconnect(self, request: Request) -> Response:
         link = await self.access(request)
@@ -238,18 +247,9 @@ class ConnectPage(ConnectPageBase):
             )
         except ConnectProblem as exc:
             row = await self.off_loop(connect_flow.connection_of, self.app, link.therapist_id, cid)
+            form = {"address": "", "username": row.username}
             preset = connect_flow.preset_of(row.url)
-            return self.render(
-                "caldav.html",
-                400,
-                preset=preset,
-                base=self.base(link),
-                form={"address": "", "username": row.username},
-                action=f"{self.base(link)}/reconnect/{row.id}",
-                reconnect=row,
-                reconnect_label=connection_label(row),
-                problem=exc.problem,
-            )
+            return self.caldav_page(link, preset, form, row, 400, exc.problem)
         except LinkError as exc:
             return self.link_refused(exc)
         self.wake()

@@ -5,11 +5,13 @@ Each mutation patches one syncd function the way a plausible bug would break it:
 - ``drift_ignored``: the planner never repairs a hand-edited entry (drift "edited" dropped);
 - ``stale_applied``: the ingestor applies a session version older than the stored one;
 - ``accepted_holds_kept``: projection keeps the holds of an offer after it was accepted;
-- ``label_ignored``: titles ignore the therapist's privacy choice (the first name, always).
+- ``label_ignored``: titles ignore the therapist's privacy choice (the first name, always);
+- ``occurrences_ignored``: on Google, an occurrence of a series that the therapist moved,
+  retitled or deleted is never recognised as changed (so never put back).
 
 In-process tests use :func:`applied` (a context manager); the soak's processes are mutated
 through :data:`ENV`, which the ``sitecustomize`` module in tests/support/mutation_hook/ reads
-at start (``python -m tests.soak --mutation NAME``).
+at start (``python -m tests.support.soak --mutation NAME``).
 """
 
 from __future__ import annotations
@@ -82,11 +84,21 @@ def _label_ignored() -> list[tuple[Any, str, Any]]:
     return [(projection, "client_label", client_label)]
 
 
+def _occurrences_ignored() -> list[tuple[Any, str, Any]]:
+    from connectors.google import series
+
+    def tampered(_master: dict[str, Any], _instance: dict[str, Any]) -> bool:
+        return False
+
+    return [(series, "tampered", tampered)]
+
+
 MUTATIONS: dict[str, Callable[[], list[tuple[Any, str, Any]]]] = {
     "drift_ignored": _drift_ignored,
     "stale_applied": _stale_applied,
     "accepted_holds_kept": _accepted_holds_kept,
     "label_ignored": _label_ignored,
+    "occurrences_ignored": _occurrences_ignored,
 }
 
 

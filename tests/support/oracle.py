@@ -7,8 +7,8 @@ therapist's calendar must hold; and the comparison of what a calendar server act
 imports syncd: a bug in syncd's ingestion, projection or planner cannot hide itself by being
 the yardstick too. Pure: no I/O, no clock reads.
 
-Used by the soak (tests/soak.py), the state machine (tests/test_model.py) and the replica tests
-(tests/test_replicas.py); its own tests are tests/test_oracle.py.
+Used by the soak (tests/support/soak/), the state machine (tests/test_model.py) and the replica
+tests (tests/test_replicas.py); its own tests are tests/test_oracle.py.
 """
 
 from __future__ import annotations
@@ -311,8 +311,11 @@ def seen_ical(ev: icalendar.cal.Component) -> Seen:
 
 
 def seen_google(item: dict[str, Any]) -> Seen:
-    """An event resource of the Google Calendar API: its fields, not syncd's stored body."""
+    """An event resource of the Google Calendar API: its fields, not syncd's stored body. The
+    entry's UID is the private property syncd writes it in (syncd sends only the event id at
+    creation, so Google's ``iCalUID`` is Google's own); the ``iCalUID`` of anything else."""
     zone = item["start"].get("timeZone")
+    private = (item.get("extendedProperties") or {}).get("private") or {}
 
     def instant(when: dict[str, str]) -> datetime:
         value = datetime.fromisoformat(when["dateTime"].replace("Z", "+00:00"))
@@ -324,7 +327,7 @@ def seen_google(item: dict[str, Any]) -> Seen:
     )
     rule = ev.get("RRULE")
     return Seen(
-        uid=str(item.get("iCalUID")),
+        uid=str(private.get("syncdUid") or item.get("iCalUID")),
         start=instant(item["start"]),
         end=instant(item["end"]),
         zone=zone,
@@ -338,7 +341,7 @@ def seen_google(item: dict[str, Any]) -> Seen:
     )
 
 
-def _shown(s: Seen) -> tuple[datetime, ...]:
+def shown(s: Seen) -> tuple[datetime, ...]:
     """Every start the series shows (within HORIZON), EXDATEs taken out."""
     assert s.rrule is not None
     upper = s.rrule.upper()
@@ -379,7 +382,7 @@ def compare(who: str, want: dict[str, Want], seen: list[Seen]) -> list[str]:
         }
         if w.occurrences is not None and s.rrule is not None:
             try:
-                fields["occurrences"] = (w.occurrences, _shown(s))
+                fields["occurrences"] = (w.occurrences, shown(s))
             except ValueError as exc:
                 fields["rrule"] = ("valid", f"{s.rrule}: {exc}")
             fields["exdates"] = (w.exdates, s.exdates)

@@ -25,6 +25,7 @@ from ._errors import (
     full_sync_required,
     not_found,
     required,
+    required_access,
 )
 from ._model import Calendar, Channel, PageState, StoredEvent, SyncToken
 from ._recurrence import (
@@ -143,6 +144,11 @@ def _int(value: str | None, name: str, default: int) -> int:
         raise bad_request(f"Invalid value '{value}'.", location=name) from None
 
 
+# calendarList's ``accessRole`` values, weakest first (calendarList resource reference): what
+# each lets the account do with a calendar it can see.
+ROLES = ("freeBusyReader", "reader", "writer", "owner")
+
+
 class CalendarApi(StandInState):
     """Calendar v3 resources on top of :class:`StandInState`."""
 
@@ -159,18 +165,33 @@ class CalendarApi(StandInState):
             return account
         return calendar_id
 
-    def _calendar(self, account: str | None, calendar_id: str) -> Calendar:
-        """The calendar, if ``account`` may see it. Another account's calendar is 404, as an
-        unknown one is (Google does not reveal calendars the user has no access to)."""
+    def _role(self, account: str | None, cal: Calendar) -> str | None:
+        """``account``'s accessRole on ``cal``: owner of its own, what it was shared with
+        otherwise (None: no access). No account is the stand-in's own test controls."""
+        if account is None or cal.owner == account:
+            return "owner"
+        return cal.shared.get(account)
+
+    def _calendar(self, account: str | None, calendar_id: str, need: str = "reader") -> Calendar:
+        """The calendar, if ``account`` may see it with at least the role ``need``. A calendar
+        it has no access to is 404, as an unknown one is (Google does not reveal calendars the
+        user has no access to); one it sees with a weaker role is 403 ``requiredAccessLevel``."""
         cal = self._calendars.get(self._resolve_calendar_id(account, calendar_id))
-        if cal is None or (account is not None and cal.owner != account):
+        role = None if cal is None else self._role(account, cal)
+        if cal is None or role is None:
             raise not_found()
+        if ROLES.index(role) < ROLES.index(need):
+            raise required_access(need)
         # A token whose only scope permitting this method is calendar.app.created reaches only
         # the calendars its OAuth client created (the scope's description: "See, create,
         # change, and delete events on Google calendars you own" applies to app-created ones).
         if getattr(self._tls, "app_created_only", False) and cal.created_by != getattr(
             self._tls, "client_id", None
         ):
+            raise insufficient_scopes()
+        # Likewise calendar.events.owned ("See, create, change, and delete events on Google
+        # calendars you own"): a calendar shared with the account, even to edit, is not its own.
+        if getattr(self._tls, "owned_only", False) and role != "owner":
             raise insufficient_scopes()
         return cal
 
@@ -184,8 +205,9 @@ class CalendarApi(StandInState):
         out["conferenceProperties"] = CONFERENCE
         return out
 
-    def _calendar_list_entry(self, cal: Calendar) -> JSON:
+    def _calendar_list_entry(self, cal: Calendar, account: str) -> JSON:
         out = self._calendar_json(cal)
+        own = cal.owner == account
         out["kind"] = "calendar#calendarListEntry"
         out.update(
             {
@@ -193,11 +215,11 @@ class CalendarApi(StandInState):
                 "backgroundColor": "#9fe1e7" if cal.primary else "#42d692",
                 "foregroundColor": "#000000",
                 "selected": True,
-                "accessRole": "owner",
+                "accessRole": self._role(account, cal),
                 "defaultReminders": self._default_reminders(cal),
             }
         )
-        if cal.primary:
+        if cal.primary and own:  # another account's primary calendar is not the viewer's
             out["primary"] = True
         return out
 
@@ -226,7 +248,7 @@ class CalendarApi(StandInState):
 
     def _m_calendarList_list(self, account: str, params: JSON, req: Any, body: Any) -> Result:
         acct = self._accounts[account]
-        items = [self._calendar_list_entry(self._calendars[c]) for c in acct.calendar_ids]
+        items = [self._calendar_list_entry(self._calendars[c], account) for c in acct.calendar_ids]
         return (
             200,
             {
@@ -239,7 +261,8 @@ class CalendarApi(StandInState):
         )
 
     def _m_calendarList_get(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        return 200, self._calendar_list_entry(self._calendar(account, params["calendarId"])), {}
+        cal = self._calendar(account, params["calendarId"], need="freeBusyReader")
+        return 200, self._calendar_list_entry(cal, account), {}
 
     def _m_calendars_get(self, account: str, params: JSON, req: Any, body: Any) -> Result:
         return 200, self._calendar_json(self._calendar(account, params["calendarId"])), {}
@@ -268,18 +291,18 @@ class CalendarApi(StandInState):
         cal.etag = self._next_etag()
 
     def _m_calendars_update(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="owner")
         self._write_calendar(cal, body if isinstance(body, dict) else {})
         return 200, self._calendar_json(cal), {}
 
     def _m_calendars_patch(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="owner")
         merged = merge_patch(self._calendar_json(cal), body if isinstance(body, dict) else {})
         self._write_calendar(cal, merged)
         return 200, self._calendar_json(cal), {}
 
     def _m_calendars_delete(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="owner")
         if cal.primary:
             # calendars.delete "Deletes a secondary calendar. Use calendars.clear for clearing
             # all events on primary calendars."
@@ -287,7 +310,8 @@ class CalendarApi(StandInState):
                 "Cannot delete primary calendar.", reason="cannotDeletePrimaryCalendar"
             )
         del self._calendars[cal.id]
-        self._accounts[cal.owner].calendar_ids.remove(cal.id)
+        for holder in (cal.owner, *cal.shared):
+            self._accounts[holder].calendar_ids.remove(cal.id)
         for token, sync in list(self._sync_tokens.items()):
             if sync.calendar_id == cal.id:
                 del self._sync_tokens[token]
@@ -295,7 +319,7 @@ class CalendarApi(StandInState):
         return 204, None, {}
 
     def _m_calendars_clear(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="owner")
         for stored in cal.events.values():
             if not stored.deleted:
                 self._mark_deleted(cal, stored)
@@ -576,7 +600,7 @@ class CalendarApi(StandInState):
     # events methods -------------------------------------------------------------------------------
 
     def _m_events_insert(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="writer")
         stored = self._create_event(cal, body, account)
         return 200, deep_copy(stored.body), {"ETag": stored.body["etag"]}
 
@@ -612,14 +636,14 @@ class CalendarApi(StandInState):
             cal.events[stored.body["id"]] = stored
 
     def _m_events_update(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="writer")
         stored = self._writable(cal, params["eventId"], req)
         self._replace_event(cal, stored, body if isinstance(body, dict) else {}, req)
         self._commit_exception(cal, stored)
         return 200, deep_copy(stored.body), {"ETag": stored.body["etag"]}
 
     def _m_events_patch(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="writer")
         stored = self._writable(cal, params["eventId"], req)
         patch = body if isinstance(body, dict) else {}
         current = {k: v for k, v in stored.body.items() if k not in SERVER_FIELDS}
@@ -633,7 +657,7 @@ class CalendarApi(StandInState):
         return 200, deep_copy(stored.body), {"ETag": stored.body["etag"]}
 
     def _m_events_delete(self, account: str, params: JSON, req: Any, body: Any) -> Result:
-        cal = self._calendar(account, params["calendarId"])
+        cal = self._calendar(account, params["calendarId"], need="writer")
         stored = self._stored_or_instance(cal, params["eventId"])
         if stored.deleted:
             raise deleted()
@@ -944,7 +968,7 @@ class CalendarApi(StandInState):
                 }
                 continue
             cal = self._calendars.get(real_id)
-            if cal is None or cal.owner != account:
+            if cal is None or self._role(account, cal) is None:
                 calendars[requested] = {
                     "errors": [{"domain": "global", "reason": "notFound"}],
                     "busy": [],

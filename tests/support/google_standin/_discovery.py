@@ -22,6 +22,7 @@ from ._errors import ApiError, bad_request, required
 
 SCOPE_PREFIX = "https://www.googleapis.com/auth/"
 APP_CREATED = SCOPE_PREFIX + "calendar.app.created"
+EVENTS_OWNED = SCOPE_PREFIX + "calendar.events.owned"
 
 
 @cache

@@ -106,6 +106,17 @@ def forbidden() -> ApiError:
     return ApiError(403, "forbidden", "Forbidden")
 
 
+def required_access(role: str) -> ApiError:
+    """A method the caller's role on the calendar does not allow (Google's answer to an event
+    written into a calendar shared read-only: 403 ``requiredAccessLevel``)."""
+    return ApiError(
+        403,
+        "requiredAccessLevel",
+        f"You need to have {role} access to this calendar.",
+        domain="calendar",
+    )
+
+
 def unauthenticated(missing: bool) -> ApiError:
     headers = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
     if missing:

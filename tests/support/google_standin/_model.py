@@ -78,6 +78,7 @@ class Calendar:
     updated: str = ""  # time of the last event write
     ical_uids: dict[str, str] = field(default_factory=dict)  # iCalUID -> latest event id
     extra: JSON = field(default_factory=dict)  # other client-supplied calendar fields
+    shared: dict[str, str] = field(default_factory=dict)  # other account -> its accessRole
     created_by: str | None = None  # OAuth client that created it (calendar.app.created)
     purged_ids: set[str] = field(default_factory=set)  # ids of purged events (purge modes)
 

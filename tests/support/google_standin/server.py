@@ -28,9 +28,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from ._api import SERVER_FIELDS, CalendarApi
+from ._api import ROLES, SERVER_FIELDS, CalendarApi
 from ._base import Request, Response
-from ._discovery import APP_CREATED, check_parameters, insufficient_scopes, permitting
+from ._discovery import (
+    APP_CREATED,
+    EVENTS_OWNED,
+    check_parameters,
+    insufficient_scopes,
+    permitting,
+)
 from ._errors import FAULT_KINDS, ApiError, fault_error, not_found
 from ._model import Account, Calendar, Client, Fault, Notification
 from ._oauth import CALENDAR_SCOPE, OAuthEndpoints
@@ -345,6 +351,18 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             tz = time_zone or self._calendars[email].time_zone
             return self._new_calendar(email, summary, time_zone=tz).id
 
+    def share_calendar(self, calendar_id: str, email: str, role: str) -> None:
+        """Share a calendar with another account as its owner would in Google's UI: it appears
+        in that account's calendar list with ``role`` as its accessRole (one of ``ROLES``; owner is
+        "Make changes and manage sharing")."""
+        if role not in ROLES:
+            raise ValueError(f"accessRole {role!r} is not one of {ROLES}")
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            if email not in cal.shared:
+                self._accounts[email].calendar_ids.append(calendar_id)
+            cal.shared[email] = role
+
     def client_credentials(self, refresh_token: str) -> tuple[str, str]:
         """(client_id, client_secret) of the OAuth client a refresh token was issued to."""
         with self._lock:
@@ -640,6 +658,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
         name, params = route
         self._count(name)
         self._tls.app_created_only = False
+        self._tls.owned_only = False
         self._tls.client_id = None
         try:
             access = self._access(req.headers)
@@ -650,6 +669,7 @@ class GoogleStandIn(PushDelivery, OAuthEndpoints, CalendarApi):
             if not allowed:
                 raise insufficient_scopes()
             self._tls.app_created_only = allowed == {APP_CREATED}
+            self._tls.owned_only = allowed == {EVENTS_OWNED}
             self._tls.client_id = access.client_id
             check_parameters(name, req.query, params)
             if name in NOT_IMPLEMENTED:

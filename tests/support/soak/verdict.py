@@ -1,5 +1,5 @@
 """The soak's verdicts from outside syncd (tests/soak.py): each calendar read back from its
-server and compared with the oracle's entries (tests/oracle.py) for the platform state the
+server and compared with the oracle's entries (tests/support/oracle.py) for the platform state the
 workload's own model holds; every answer of ``syncd ingest`` compared with the model's
 prediction; the therapist's own events compared byte for byte (CalDAV) or field for field with
 their ETag (Google) before and after; and the therapist's hand edits of syncd's entries."""
@@ -19,10 +19,10 @@ from sqlalchemy import select
 from syncd.app import App
 from syncd.config import Config
 from syncd.store.tables import InboundEventRow
-from tests import oracle
-from tests.caldav_servers import CalDAVServer
-from tests.calendar_view import Seen, read_calendar
-from tests.platform_model import Outcome
+from tests.support import oracle
+from tests.support.caldav_servers import CalDAVServer
+from tests.support.calendar_view import Seen, read_calendar
+from tests.support.platform_model import Outcome
 
 # -- what syncd answered ---------------------------------------------------------------------------
 
