@@ -17,7 +17,7 @@ from connectors.base import CalendarInfo
 from connectors.errors import ConnectorError
 from connectors.google import GoogleConnector
 from connectors.google.scopes import ConnectionMode, scopes_for
-from syncd import connect_links, google_auth
+from syncd import connect_links, google_auth, pending_grants
 from syncd.app import App
 from syncd.caldav_presets import Problem
 from syncd.connect_flow import ConnectProblem, connection_of
@@ -63,7 +63,9 @@ def start(app: App, link: connect_links.Link, mode: str, connection_id: int | No
         row_link = s.get(ConnectLinkRow, link.id)
         assert row_link is not None
         row_link.google_state, row_link.google_mode = state, mode
-        row_link.pending_secret = None
+        replaced, row_link.pending_secret = row_link.pending_secret, None
+    if replaced is not None:  # a consent given before on this link, its calendar never chosen
+        pending_grants.discard(app, link.therapist_id, replaced)
     return url
 
 

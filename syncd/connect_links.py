@@ -118,12 +118,8 @@ def issue(
 ) -> Link:
     """A new link inside the caller's transaction (the therapist must exist)."""
     lifetime = timedelta(days=config.connect.link_days if days is None else days)
-    # A Google grant left waiting for its calendar choice is not kept past its link's life.
-    s.execute(
-        update(ConnectLinkRow)
-        .where(ConnectLinkRow.expires_at <= now, ConnectLinkRow.pending_secret.is_not(None))
-        .values(pending_secret=None)
-    )
+    # A Google grant left waiting past its link's life is revoked and dropped by the daemon
+    # (syncd.pending_grants), not here: revoking is a request to Google, not for this transaction.
     row = ConnectLinkRow(
         id=secrets.token_urlsafe(16),
         therapist_id=therapist_id,

@@ -20,7 +20,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import expiry, logs, retention, watch
+from syncd import expiry, logs, pending_grants, retention, watch
 from syncd.app import App
 from syncd.config import ConfigError, google_push_problem
 from syncd.engine import Engine, PassReport
@@ -134,6 +134,8 @@ class Daemon:
         )
         if self.app.config.google.client_id and self.app.config.http.public_url:
             every(self._renew_watches, 5, "google-watch")
+        if self.app.config.google.client_id:
+            every(self._abandoned_grants, pending_grants.SWEEP_INTERVAL, "abandoned-grants")
         await loop.run_in_executor(None, self._register)
         # Before anything else: offers that expired while we were down release their holds
         # now, so the first passes already write the calendars without them.
@@ -225,9 +227,16 @@ class Daemon:
                 misfire_grace_time=None,
             )
 
+    async def _abandoned_grants(self) -> None:
+        """Revoke and drop Google grants left waiting past their link (syncd.pending_grants)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, pending_grants.discard_expired, self.app)
+
     async def _retention(self) -> None:
         """Purge history past ``[retention] days`` on a worker thread (syncd.retention)."""
         loop = asyncio.get_running_loop()
+        # First, so no link whose grant is still held is purged with it unrevoked.
+        await loop.run_in_executor(None, pending_grants.discard_expired, self.app)
         purged = await loop.run_in_executor(
             None, retention.sweep, self.app.sessions, self.app.config, self.app.clock()
         )

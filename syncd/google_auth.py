@@ -127,6 +127,16 @@ def exchange_code(app: App, state: str, code: str) -> Grant:
         verifier = app.box.open(request.code_verifier)
         therapist_id, calendar_id = request.therapist_id, request.calendar_id
         redirect_uri = request.redirect_uri
+    try:
+        refresh_token = _exchange(app, code, verifier, redirect_uri)
+    except OperationError as exc:
+        # The link is used up: whoever waits on it (``connect google --wait``) must hear now.
+        record_refusal(app, state, str(exc))
+        raise
+    return Grant(state, therapist_id, calendar_id, refresh_token)
+
+
+def _exchange(app: App, code: str, verifier: str, redirect_uri: str) -> str:
     g = app.config.google
     try:
         with httpx_client(app.egress, timeout=g.timeout) as client:
@@ -150,7 +160,22 @@ def exchange_code(app: App, state: str, code: str) -> Grant:
     refresh_token = response.json().get("refresh_token")
     if not refresh_token:
         raise OperationError("Google returned no refresh token (was offline access granted?)")
-    return Grant(state, therapist_id, calendar_id, refresh_token)
+    return str(refresh_token)
+
+
+def record_refusal(app: App, state: str, reason: str) -> None:
+    """Note on the authorization request why it made no connection (the first reason only),
+    where ``syncd connect google --wait`` looks; nothing else is stored."""
+    with app.sessions.begin() as s:
+        s.execute(
+            update(OAuthRequestRow)
+            .where(
+                OAuthRequestRow.state == state,
+                OAuthRequestRow.connection_id.is_(None),
+                OAuthRequestRow.error.is_(None),
+            )
+            .values(error=reason[:1000])
+        )
 
 
 def store_connection(app: App, grant: Grant, calendar_id: str | None) -> int:
@@ -203,7 +228,28 @@ def store_connection(app: App, grant: Grant, calendar_id: str | None) -> int:
 def complete(app: App, state: str, code: str) -> int:
     """Exchange the code for tokens, find or create the calendar, store the connection."""
     grant = exchange_code(app, state, code)
-    return store_connection(app, grant, grant.calendar_id)
+    try:
+        return store_connection(app, grant, grant.calendar_id)
+    except OperationError as exc:
+        record_refusal(app, state, str(exc))
+        discard_grant(app, grant.therapist_id, grant.refresh_token)
+        raise
+
+
+def discard_grant(app: App, therapist_id: str, refresh_token: str) -> None:
+    """Revoke a grant syncd drops without storing (refused, abandoned, expired), best effort.
+    Not while the therapist has a Google connection: Google may treat a revocation as the
+    end of the whole account's grant to syncd, which would cut that connection off too."""
+    with app.sessions() as s:
+        live = s.scalars(
+            select(ConnectionRow.id).where(
+                ConnectionRow.therapist_id == therapist_id, ConnectionRow.provider == "google"
+            )
+        ).first()
+    if live is not None:
+        log.info("dropped a Google grant unrevoked: connection %d may share it", live)
+        return
+    revoke(app, refresh_token)
 
 
 def revoke(app: App, refresh_token: str) -> None:

@@ -60,10 +60,13 @@ class Channels:
 
 def revoke_grant(refresh_token: str, revoke_uri: str, egress: EgressPolicy, timeout: float) -> None:
     """Ask Google to forget ``refresh_token``. Raises DestinationRefused (the outbound policy)
-    or Transient (no answer, or the name does not resolve); Google's own answer is not
-    checked: a token it no longer knows is as revoked as one it forgets now."""
+    or Transient (no answer, the name does not resolve, or Google failed: 429 or 5xx). Any
+    other answer counts as done: a token Google no longer knows (400) is as revoked as one it
+    forgets now."""
     try:
         with httpx_client(egress, timeout=timeout) as client:
-            client.post(revoke_uri, data={"token": refresh_token})
+            response = client.post(revoke_uri, data={"token": refresh_token})
     except (httpx.HTTPError, OSError) as exc:
         raise Transient(f"token revocation: {plain(exc)}") from exc
+    if response.status_code == 429 or response.status_code >= 500:
+        raise Transient(f"token revocation: Google answered HTTP {response.status_code}")

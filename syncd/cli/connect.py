@@ -90,6 +90,10 @@ def connect_google(
             if row is not None and row.connection_id is not None:
                 console().print(f"connected: connection {row.connection_id}; a full sync is queued")
                 return
+            if row is not None and row.error is not None:
+                # Refused on the callback (a calendar not the therapist's own, ...): no use
+                # waiting on, the link is used up.
+                raise CliError(f"not connected: {row.error}")
         time.sleep(1)
     raise CliError(f"not authorized within {wait:.0f}s (the link stays valid)")
 
