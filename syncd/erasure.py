@@ -29,7 +29,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.orm import Session
 
-from syncd import operations
+from syncd import operations, pending_grants
 from syncd.app import App, UnknownProvider
 from syncd.contract import MAX_ALTERNATIVES
 from syncd.errors import OperationError
@@ -327,6 +327,7 @@ def forget_therapist(app: App, therapist_id: str, *, keep_calendar_entries: bool
                     "(--keep-calendar-entries)"
                 ) from None
             out.connections += 1
+        pending_grants.discard_of(app, therapist_id)  # consents never finished: revoked too
         with app.sessions.begin() as s:
             _erase_therapist(s, therapist_id, app.clock(), out)
     except BaseException:

@@ -33,6 +33,20 @@ def discard(app: App, therapist_id: str, sealed: bytes) -> None:
     google_auth.discard_grant(app, therapist_id, token)
 
 
+def discard_of(app: App, therapist_id: str) -> None:
+    """Revoke every grant the therapist's links hold (erasure: the links go next)."""
+    with app.sessions() as s:
+        held = s.scalars(
+            select(ConnectLinkRow.pending_secret).where(
+                ConnectLinkRow.therapist_id == therapist_id,
+                ConnectLinkRow.pending_secret.is_not(None),
+            )
+        ).all()
+    for sealed in held:
+        if sealed is not None:
+            discard(app, therapist_id, sealed)
+
+
 def discard_expired(app: App, now: datetime | None = None) -> int:
     """Revoke and drop every grant whose link has expired; returns how many were dropped."""
     now = now or app.clock()

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from syncd import connect_links, pending_grants
+from syncd import connect_links, erasure, pending_grants
 from syncd.app import App
 from syncd.store.tables import ConnectionRow, ConnectLinkRow, OAuthRequestRow
 from tests import test_connect_page as page
@@ -185,3 +185,13 @@ def test_a_failed_revocation_does_not_stop_the_sweep(
     assert not any(token in caplog.text for _link, token in abandoned)
     # Still live at Google (nothing reached it), but no longer held by syncd.
     assert all(refreshes(g, token) for _link, token in abandoned)
+
+
+def test_erasing_the_therapist_revokes_a_grant_left_waiting(google_world: World) -> None:
+    app, g, client = google_world
+    g.consenting_account = ANN
+    link, token = abandon_consent(app, client)
+    erasure.forget_therapist(app, "t-1")
+    assert not refreshes(g, token)
+    with app.sessions() as s:
+        assert s.get(ConnectLinkRow, link.id) is None
