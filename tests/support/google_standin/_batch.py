@@ -19,7 +19,7 @@ from ._errors import ApiError, not_found
 class BatchEndpoint(StandInState):
     """Splits a batch into its parts and joins their answers."""
 
-    max_batch: int = 50
+    max_batch: int
 
     def _batch(self, req: Request) -> Response:
         """``POST /batch/calendar/v3``: multipart/mixed of application/http parts (Calendar API

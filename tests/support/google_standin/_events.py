@@ -43,7 +43,7 @@ class EventsApi(RecurringInstances):
 
     update_deleted: str = "forbidden"
     reinsert_deleted: str = "duplicate"
-    purge_deleted_after: float | None = None
+    purge_deleted_after: float | None
     purged_ids: str = "burnt"
     id_and_ical_uid: str = "accepted"
 

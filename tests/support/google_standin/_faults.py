@@ -27,8 +27,8 @@ USER_RATE_WINDOW = 60.0
 class FaultInjection(StandInState):
     """Test controls that make calls fail, and the usage limits checked on every call."""
 
-    user_rate_limit: int | None = USER_RATE_LIMIT
-    user_rate_window: float = USER_RATE_WINDOW
+    user_rate_limit: int | None
+    user_rate_window: float
     _user_calls: dict[str, deque[float]]
     _calendar_limits: dict[str, tuple[float, float | None]]
     _freebusy_errors: dict[str, str]
