@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._errors import ApiError
 from ._model import (
@@ -19,8 +21,12 @@ from ._model import (
     Notification,
     PageState,
     RefreshToken,
+    StoredEvent,
     SyncToken,
 )
+
+API_PREFIX = "/calendar/v3/"
+BATCH_PATH = "/batch/calendar/v3"
 
 
 @dataclass
@@ -41,6 +47,17 @@ class Response:
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    out = {"Content-Type": "application/json; charset=UTF-8"}
+    out.update(headers or {})
+    data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+    return Response(status, data, out)
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.code, error.body(), error.headers)
 
 
 class StandInState:
@@ -89,6 +106,7 @@ class StandInState:
             self._calls[method] += 1
 
     # hooks provided by the other mixins / GoogleStandIn ---------------------------------------
+    # They live here, last in every part's MRO, so a stub can never shadow the implementation.
 
     def _events_changed(self, calendar_id: str) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -96,7 +114,21 @@ class StandInState:
     def _calendar_gone(self, calendar_id: str) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _mark_deleted(
+        self, cal: Calendar, stored: StoredEvent
+    ) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def _notify(self, channel: Channel, state: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _api_call(self, req: Request) -> Response:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _purge(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def discovery_document(self) -> dict[str, Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _take_fault(
