@@ -459,7 +459,7 @@ def test_syncd_run_at_debug_logs_no_client_name_and_no_credential(
             goo = [e for e in g.events(google_calendar) if FIRST in str(e.get("summary"))]
             return cal is not None and FIRST in str(cal.event["SUMMARY"]) and bool(goo)
 
-        wait_for(mirrored, 90, "both sessions, titled with the first name, in both calendars")
+        wait_for(mirrored, 180, "both sessions, titled with the first name, in both calendars")
         wait_for(lambda: len(webhook.received) >= 2, 60, "a notification, after a failed one")
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -102,6 +102,33 @@ def test_concurrent_claims_never_share_a_therapist(db_url: str, tmp_path: Path) 
         app.close()
 
 
+def test_a_request_read_before_a_claim_is_not_lost_to_it(db_url: str, tmp_path: Path) -> None:
+    """An ingest that read the therapist's queue row, then a claim committed by a replica (due_at
+    moves to the lease expiry), then the ingest's request for a pass: the request must stand, so
+    the pass's release keeps it instead of scheduling the next pass a whole interval later (the
+    pass may have read the platform before the ingest committed). Seen as a 60 s stall of one
+    therapist's first mirror in CI: the request was judged on the row as first read."""
+    app = App.open(make_config(tmp_path, db_url))
+    try:
+        now = _due(app, "t1")
+        with app.sessions() as ingest:
+            row = ingest.get(SyncQueueRow, "t1")  # read: due already, nothing to ask
+            assert row is not None and row.due_at is not None
+            with app.sessions() as replica:
+                [claim] = queue.claim_due(replica, "r1", now, LEASE, 1, set())
+            queue.mark_due(ingest, "t1", now)
+            ingest.commit()
+        with app.sessions() as replica:
+            queue.release(replica, "t1", "r1", started=now, next_at=now + LEASE * 10, failed=False)
+        with app.sessions() as s:
+            got = s.get(SyncQueueRow, "t1")
+            assert got is not None and got.due_at is not None
+            assert got.due_at.replace(tzinfo=UTC) <= now, "the request was lost to the claim"
+        assert claim.therapist_id == "t1"
+    finally:
+        app.close()
+
+
 @pytest.mark.postgres
 def test_notify_reaches_a_listener_only_when_the_transaction_commits(pg_app: App) -> None:
     heard: list[str] = []

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from syncd.store import wakeups
@@ -29,13 +29,23 @@ def mark_due(s: Session, therapist_id: str, at: datetime, *, full: bool = False)
     """Ask for a pass no later than ``at`` (earlier requests win), and wake the replicas when
     the transaction commits."""
     wakeups.announce(s, wakeups.WORK)
-    row = s.get(SyncQueueRow, therapist_id)
-    if row is None:
+    # One conditional UPDATE, judged on the row as it stands when it is written, never on an
+    # earlier read: a claim committed in between moves due_at to its lease expiry, and a request
+    # judged "already due" on the old value would be lost to it (the pass may have read the
+    # platform before this transaction commits; its release would then schedule the next pass
+    # a whole interval later).
+    earlier = or_(SyncQueueRow.due_at.is_(None), SyncQueueRow.due_at > at)
+    values: dict[str, object] = {"due_at": case((earlier, at), else_=SyncQueueRow.due_at)}
+    if full:
+        values["full"] = True
+    found = s.execute(
+        update(SyncQueueRow)
+        .where(SyncQueueRow.therapist_id == therapist_id)
+        .values(values)
+        .returning(SyncQueueRow.therapist_id)
+    ).first()
+    if found is None:
         s.add(SyncQueueRow(therapist_id=therapist_id, due_at=at, full=full, attempts=0))
-        return
-    if row.due_at is None or at < row.due_at:
-        row.due_at = at
-    row.full = row.full or full
 
 
 def next_due(s: Session) -> datetime | None:
